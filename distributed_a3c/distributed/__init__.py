@@ -1,0 +1,1 @@
+"""The only package that imports torch.distributed: RPC endpoints, remote store, roles, launcher."""

@@ -1,0 +1,154 @@
+"""What each rank does: rank 0 serves parameters and logs; every other rank is a worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from distributed_a3c.checkpoint import load_checkpoint, save_checkpoint
+from distributed_a3c.config import Config
+from distributed_a3c.distributed import rpc as rpc_edge
+from distributed_a3c.envs import make_env_fn
+from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
+from distributed_a3c.server import ParameterServer
+from distributed_a3c.worker import Worker, build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def worker_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def server_device(cfg: Config) -> torch.device:
+    if cfg.server.device == "cuda" or (cfg.server.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % max(torch.cuda.device_count(), 1))
+    return torch.device("cpu")
+
+
+def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
+    env = make_env_fn(cfg.env)()
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def run_worker(cfg: Config, rank: int, world_size: int) -> int:
+    torch.set_num_threads(cfg.worker.torch_threads)
+    # Ctrl-C reaches every rank; the server turns it into a stop reply, so workers let it decide.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    device = worker_device()
+    sdev = server_device(cfg)
+    device_map = {device: sdev} if device.type == "cuda" and sdev.type == "cuda" else None
+    worker = Worker(cfg, rank, rpc_edge.RemoteParameterStore(device, sdev), device)
+    rpc_edge.init(rank, world_size, cfg.rpc, device_map)
+    try:
+        worker.run()
+    finally:
+        rpc_edge.shutdown()
+    return 0
+
+
+def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
+    torch.set_num_threads(1)
+    device = server_device(cfg)
+    obs_space, action_space = env_spaces(cfg)
+    server = ParameterServer(build_model(cfg, obs_space, action_space), cfg.optim, cfg.server, cfg.train, device)
+    wandb_id = None
+    if cfg.train.resume:
+        server.load_state_dict(load_checkpoint(cfg.train.resume))
+        id_file = Path(cfg.train.resume).parent / "wandb_run_id.txt"
+        wandb_id = id_file.read_text().strip() if id_file.is_file() else None
+        log.info("resumed from %s at %d env steps", cfg.train.resume, server.env_steps)
+    rpc_edge.serve(server)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.request_stop("interrupted"))
+
+    sinks: list = [JsonlSink(run_dir / "metrics.jsonl")]
+    wandb_sink = None
+    if cfg.logger.wandb.mode != "disabled":
+        wandb_sink = WandbSink(cfg.logger, run_dir, cfg.name, config_dict, resume_id=wandb_id)
+        sinks.append(wandb_sink)
+    if cfg.logger.progress:
+        sinks.append(ProgressSink(cfg.train.total_env_steps))
+    hub = MetricsHub(sinks)
+    log.info(
+        "parameter server: %d parameters on %s, %d workers; run dir %s",
+        server.num_params,
+        device,
+        world_size - 1,
+        run_dir,
+    )
+
+    rpc_edge.init(0, world_size, cfg.rpc)
+    try:
+        _serve_until_stop(server, hub, cfg, run_dir, config_dict)
+    finally:
+        save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict))
+        hub.log(server.snapshot())
+        for s in sinks:
+            if s is not wandb_sink:
+                s.close()
+        summary = _summary(server, world_size)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        rpc_edge.shutdown()
+        offline_dir = wandb_sink.close() if wandb_sink else None
+    print(
+        f"done: {summary['exit_reason']} after {summary['env_steps']} env steps, "
+        f"{summary['episodes']} episodes, mean-100 return {summary['mean_return_100']}, "
+        f"{summary['wall_time_s']:.1f} s; run dir {run_dir}",
+        flush=True,
+    )
+    if offline_dir:
+        print(f"W&B offline run saved; upload it with: wandb sync {offline_dir}", flush=True)
+    return 0
+
+
+def _serve_until_stop(
+    server: ParameterServer, hub: MetricsHub, cfg: Config, run_dir: Path, config_dict: dict[str, Any]
+) -> None:
+    next_log = time.monotonic() + cfg.train.log_interval_s
+    next_ckpt = time.monotonic() + cfg.train.checkpoint_interval_s
+    while server.poll_stop() is None:
+        time.sleep(min(0.05, cfg.train.log_interval_s))
+        now = time.monotonic()
+        if now >= next_log:
+            hub.log(server.snapshot())
+            next_log = now + cfg.train.log_interval_s
+        if now >= next_ckpt:
+            save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict))
+            next_ckpt = now + cfg.train.checkpoint_interval_s
+
+
+def _checkpoint_state(server: ParameterServer, config_dict: dict[str, Any]) -> dict[str, Any]:
+    state = server.state_dict()
+    state["config"] = config_dict
+    return state
+
+
+def _summary(server: ParameterServer, world_size: int) -> dict[str, Any]:
+    rets = list(server.returns)
+    return {
+        "exit_reason": server.stop_reason,
+        "env_steps": server.env_steps,
+        "episodes": server.episodes,
+        "mean_return_100": round(sum(rets) / len(rets), 2) if rets else None,
+        "wall_time_s": round(server.elapsed_s(), 3),
+        "weight_version": server.version,
+        "pushes_per_rank": {str(r): server.pushes_by_rank.get(r, 0) for r in range(1, world_size)},
+        "dropped_pushes": server.dropped,
+        "rejected_pushes": server.rejected,
+    }

@@ -1,0 +1,45 @@
+"""What workers and the parameter server say to each other (plain data; RPC pickles these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class PushRequest:
+    rank: int
+    """Global rank of the worker that computed the gradient."""
+    version: int
+    """Version of the weights the gradient was computed on."""
+    grads: torch.Tensor
+    """The whole gradient as one flat contiguous tensor."""
+    env_steps: int
+    """Env steps taken for this rollout (rollout_len x envs_per_worker)."""
+    episode_returns: list[float] = field(default_factory=list)
+    """Returns of the episodes this worker finished since its last push."""
+    episode_lengths: list[int] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+    """Losses, gradient norm and time split of this rollout, for the logs."""
+
+
+@dataclass
+class PushReply:
+    version: int
+    """The server's weight version after handling the push."""
+    weights: torch.Tensor | None
+    """Fresh flat weights, or None when the worker already holds this version."""
+    stop: bool = False
+    """True once training is over: the worker should exit."""
+    status: str = "applied"
+    """applied | accumulated | dropped (too stale) | rejected (invalid) | pulled."""
+
+
+class ParameterStore(Protocol):
+    """What a worker needs from a parameter server: the in-process one or a remote one over RPC."""
+
+    def pull(self) -> PushReply: ...
+
+    def push(self, request: PushRequest) -> PushReply: ...

@@ -1,0 +1,1 @@
+"""Pure RL math and models: no process group, no RPC, no Hydra."""

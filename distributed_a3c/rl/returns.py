@@ -1,0 +1,42 @@
+"""n-step returns and GAE over [T, B] rollouts, with correct episode boundaries.
+
+At a step where an episode ended, `terminated` means the true next state is terminal (value 0) while
+`truncated` means it was cut by a time limit: then the value of the episode's real final observation
+(`final_values`) stands in for the next state's value. Nothing propagates across an episode boundary,
+because the next row of the rollout already belongs to the new episode.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def advantages_and_returns(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(lambda) advantages and value targets, both [T, B].
+
+    rewards, values, terminated, truncated, final_values: [T, B]; bootstrap_value: [B], the value of the
+    observation after the last step. final_values[t] is only read where truncated[t] (and not terminated).
+    With gae_lambda=1 the value targets are the n-step returns of the A3C paper.
+    """
+    terminated = terminated.to(values.dtype)
+    done = torch.maximum(terminated, truncated.to(values.dtype))
+    next_values = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
+    # After an episode end the next row is a new episode: use V(final obs) instead, or 0 if terminal.
+    next_values = torch.where(done.bool(), final_values, next_values) * (1.0 - terminated)
+    deltas = rewards + gamma * next_values - values
+    not_done = 1.0 - done
+    advantages = torch.empty_like(values)
+    running = torch.zeros_like(bootstrap_value)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values

@@ -1,0 +1,252 @@
+"""The parameter server: master weights, one shared optimizer, versions, and the training statistics.
+
+Callable in-process (tests, single-process runs) or behind RPC (`distributed/`), which calls `push`
+from several threads at once; a lock serializes updates so each push sees consistent weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+
+import torch
+from torch import nn
+
+from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
+from distributed_a3c.messages import PushReply, PushRequest
+from distributed_a3c.rl.grads import flatten_parameters_
+
+log = logging.getLogger(__name__)
+
+RETURN_WINDOW = 100
+
+
+def build_optimizer(params: list[torch.Tensor], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)
+    raise ValueError(f"optim.name={cfg.name!r} is invalid: must be one of adam, rmsprop")
+
+
+class ParameterServer:
+    """Applies each worker's flat gradient to the master weights as it arrives."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optim_cfg: OptimConfig,
+        server_cfg: ServerConfig,
+        train_cfg: TrainConfig,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.model = model.to(device)
+        self.flat = flatten_parameters_(self.model)
+        # One flat Parameter sharing storage with the model: an optimizer step is one fused call.
+        self._param = nn.Parameter(self.flat.weights)
+        self.optimizer = build_optimizer([self._param], optim_cfg)
+        self.cfg = server_cfg
+        self.train_cfg = train_cfg
+        self.device = torch.device(device)
+        self._lock = threading.Lock()
+        self._accum = torch.zeros_like(self.flat.weights)
+        self._accum_count = 0
+        self.version = 0
+        self.env_steps = 0
+        self.episodes = 0
+        self.returns: deque[float] = deque(maxlen=RETURN_WINDOW)
+        self.pushes_by_rank: Counter[int] = Counter()
+        self.dropped = 0
+        self.rejected = 0
+        self.stop_reason: str | None = None
+        self.start_time = time.monotonic()
+        self.busy_s = 0.0
+        self._interval = _IntervalStats()
+
+    @property
+    def num_params(self) -> int:
+        return self.flat.numel
+
+    # ----- the two calls a worker makes -------------------------------------------------------------
+    def pull(self) -> PushReply:
+        with self._lock:
+            return PushReply(self.version, self.flat.weights.clone(), self.stop_reason is not None, "pulled")
+
+    def push(self, req: PushRequest) -> PushReply:
+        with self._lock:
+            t0 = time.perf_counter()
+            self._record(req)
+            status = self._handle_gradient(req)
+            self._check_stop()
+            weights = None if req.version == self.version else self.flat.weights.clone()
+            self.busy_s += time.perf_counter() - t0
+            return PushReply(self.version, weights, self.stop_reason is not None, status)
+
+    # ----- internals -------------------------------------------------------------------------------
+    def _record(self, req: PushRequest) -> None:
+        self.env_steps += req.env_steps
+        self.episodes += len(req.episode_returns)
+        self.returns.extend(req.episode_returns)
+        self.pushes_by_rank[req.rank] += 1
+        self._interval.add(req.stats)
+
+    def _handle_gradient(self, req: PushRequest) -> str:
+        error = self.gradient_error(req.grads)
+        if error is not None:
+            self.rejected += 1
+            self._interval.rejected += 1
+            log.warning("rejected push from rank %d: %s", req.rank, error)
+            return "rejected"
+        staleness = self.version - req.version
+        self._interval.staleness.append(staleness)
+        if staleness > self.cfg.max_staleness:
+            self.dropped += 1
+            self._interval.dropped += 1
+            return "dropped"
+        grads = req.grads.to(self.device, torch.float32, non_blocking=True)
+        if self.cfg.accumulate == 1:
+            self._step(grads)
+            return "applied"
+        self._accum.add_(grads)
+        self._accum_count += 1
+        if self._accum_count < self.cfg.accumulate:
+            return "accumulated"
+        self._step(self._accum)
+        self._accum.zero_()
+        self._accum_count = 0
+        return "applied"
+
+    def _step(self, grads: torch.Tensor) -> None:
+        self._param.grad = grads
+        self.optimizer.step()
+        self._param.grad = None
+        self.version += 1
+
+    def gradient_error(self, grads: object) -> str | None:
+        """Why a pushed gradient cannot be applied, or None if it can."""
+        if not isinstance(grads, torch.Tensor):
+            return f"gradient is a {type(grads).__name__}, expected a torch.Tensor"
+        if grads.dim() != 1 or grads.numel() != self.num_params:
+            return f"gradient has shape {tuple(grads.shape)}, expected ({self.num_params},)"
+        if not grads.is_floating_point():
+            return f"gradient dtype is {grads.dtype}, expected a floating-point dtype"
+        if not bool(torch.isfinite(grads).all()):
+            return "gradient has non-finite values (nan or inf)"
+        return None
+
+    def _check_stop(self) -> None:
+        if self.stop_reason is not None:
+            return
+        t = self.train_cfg
+        if self.env_steps >= t.total_env_steps:
+            self.stop_reason = "total_env_steps"
+        elif t.target_return is not None and self.mean_return() >= t.target_return:
+            self.stop_reason = "target_return"
+        elif t.max_minutes is not None and self.elapsed_s() >= 60 * t.max_minutes:
+            self.stop_reason = "max_minutes"
+
+    def request_stop(self, reason: str) -> None:
+        """Stop training from outside a push (a signal, the time limit on an idle server)."""
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+
+    def poll_stop(self) -> str | None:
+        with self._lock:
+            self._check_stop()
+            return self.stop_reason
+
+    # ----- statistics ------------------------------------------------------------------------------
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.start_time
+
+    def mean_return(self) -> float:
+        """Mean of the last 100 episode returns; -inf until 100 episodes have finished."""
+        if len(self.returns) < RETURN_WINDOW:
+            return float("-inf")
+        return sum(self.returns) / len(self.returns)
+
+    def snapshot(self) -> dict[str, float]:
+        """Metrics since the previous snapshot, keyed by the names documented in the README."""
+        with self._lock:
+            now = time.monotonic()
+            row = self._interval.drain(now, self.env_steps)
+            rets = list(self.returns)
+            row.update(
+                {
+                    "global_step": self.env_steps,
+                    "charts/episodes": self.episodes,
+                    "server/version": self.version,
+                    "server/pushes": sum(self.pushes_by_rank.values()),
+                    "server/dropped_pushes": self.dropped,
+                    "server/rejected_pushes": self.rejected,
+                    "server/busy_fraction": self.busy_s / max(now - self.start_time, 1e-9),
+                    "time/wall_s": now - self.start_time,
+                }
+            )
+            if rets:
+                row["charts/mean_return_100"] = sum(rets) / len(rets)
+                row["charts/min_return_100"] = min(rets)
+                row["charts/max_return_100"] = max(rets)
+            return row
+
+    # ----- checkpointing ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        with self._lock:
+            return {
+                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "version": self.version,
+                "env_steps": self.env_steps,
+                "episodes": self.episodes,
+                "returns": list(self.returns),
+            }
+
+    def load_state_dict(self, state: dict) -> None:
+        with self._lock:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.version = int(state["version"])
+            self.env_steps = int(state["env_steps"])
+            self.episodes = int(state["episodes"])
+            self.returns.clear()
+            self.returns.extend(state["returns"])
+
+
+class _IntervalStats:
+    """Sums over the pushes of one log interval."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.steps0 = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Counter[str] = Counter()
+        self.count = 0
+        self.staleness: list[int] = []
+        self.dropped = 0
+        self.rejected = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        self.count += 1
+        for k, v in stats.items():
+            self.sums[k] += float(v)
+
+    def drain(self, now: float, env_steps: int) -> dict[str, float]:
+        dt = max(now - self.t0, 1e-9)
+        row: dict[str, float] = {
+            "charts/SPS": (env_steps - self.steps0) / dt,
+            "server/pushes_per_s": self.count / dt,
+            "server/dropped_in_interval": self.dropped,
+        }
+        if self.count:
+            row.update({k: v / self.count for k, v in self.sums.items()})
+        if self.staleness:
+            row["server/staleness_mean"] = sum(self.staleness) / len(self.staleness)
+            row["server/staleness_max"] = max(self.staleness)
+        self.t0, self.steps0 = now, env_steps
+        self.reset()
+        return row

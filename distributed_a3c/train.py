@@ -1,0 +1,163 @@
+"""Entry point: `a3c-train [overrides]` or `torchrun ... -m distributed_a3c.train [overrides]`.
+
+The only module that touches Hydra. Under torchrun, global rank 0 serves parameters and every other
+rank is a worker. Outside torchrun, this process starts a local job (1 server + `workers` workers)
+through torchrun's launcher API, all writing to the run directory this process chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from distributed_a3c.config import Config, ConfigError, validate
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+PROG = "a3c-train"
+
+ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def _torchrun_rank() -> int | None:
+    """Global rank when launched by torchrun, else None."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return None
+
+
+def to_config(dcfg: DictConfig) -> Config:
+    """The composed DictConfig as a validated `Config` dataclass."""
+    cfg = OmegaConf.to_object(dcfg)
+    assert isinstance(cfg, Config)
+    return validate(cfg)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    rank = _torchrun_rank()
+    where = f" (rank {rank})" if rank not in (None, 0) else ""
+    print(f"{PROG}: error{where}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _composition_error(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors come as several lines; keep the ones that name the key and the rule."""
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    cause = exc
+    while cause.__cause__ is not None and not isinstance(cause, ConfigKeyError | ValidationError):
+        cause = cause.__cause__
+    if isinstance(cause, ConfigKeyError) and getattr(cause, "object_type", None) is not None:
+        import dataclasses
+
+        key = cause.full_key or cause.key
+        allowed = ", ".join(f.name for f in dataclasses.fields(cause.object_type))
+        return f"unknown config key {key!r}: allowed keys here are {allowed}"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        first = str(cause).splitlines()[0]
+        return f"{cause.full_key}: {first}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("full_key:", "reference_type", "object_type"))]
+    return " ".join(lines)
+
+
+def precheck(overrides: list[str]) -> Config:
+    """Compose and validate the config before anything starts, so bad input fails fast on every rank."""
+    from hydra import compose, initialize_config_dir
+
+    user = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            dcfg = compose(config_name="config", overrides=user)
+    except Exception as e:
+        _fail(_composition_error(e))
+    try:
+        return to_config(dcfg)
+    except ConfigError as e:
+        _fail(str(e))
+    except Exception as e:  # OmegaConf type errors surface at to_object for some values
+        _fail(_composition_error(e))
+    raise AssertionError("unreachable")
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((os.environ.get("MASTER_ADDR", "127.0.0.1"), port))
+        except OSError as e:
+            raise ConfigError(
+                f"rpc.port={port} is invalid: the port is already in use ({e.strerror}); choose a free "
+                "port, distinct from torchrun's rendezvous port, or leave rpc.port=null to reuse its store"
+            ) from None
+
+
+def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
+    from distributed_a3c.distributed.roles import run_server, run_worker
+
+    world_size = int(os.environ["WORLD_SIZE"])
+    if world_size < 2:
+        raise ConfigError(f"world size {world_size} is invalid: need 1 server + at least 1 worker rank")
+    if rank == 0:
+        if cfg.rpc.port is not None:
+            _check_port_free(cfg.rpc.port)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config_dict))
+        return run_server(cfg, world_size, run_dir, config_dict)
+    return run_worker(cfg, rank, world_size)
+
+
+def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
+    """One rank of the job (rank from torchrun's environment); bad input ends it with one line."""
+    rank = int(os.environ["RANK"])
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return _run_rank(cfg, rank, run_dir, config_dict)
+    except ConfigError as e:
+        _fail(str(e))
+    except Exception as e:
+        logging.getLogger(__name__).debug("rank %d failed", rank, exc_info=True)
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        _fail(f"{type(e).__name__}: {first_line}", code=1)
+    return 1
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def _hydra_main(dcfg: DictConfig) -> None:
+    try:
+        cfg = to_config(dcfg)
+    except ConfigError as e:
+        _fail(str(e))
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    config_dict = OmegaConf.to_container(dcfg, resolve=True)
+    if _torchrun_rank() is None:
+        from distributed_a3c.distributed.launch import launch_local
+
+        print(f"{PROG}: 1 parameter server + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
+        sys.exit(launch_local(cfg.workers, rank_main, cfg, run_dir, config_dict))
+    sys.exit(rank_main(cfg, run_dir, config_dict))
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not any(a.startswith("-") for a in args):  # leave --help, --cfg, -m ... to Hydra itself
+        precheck(args)
+    rank = _torchrun_rank()
+    if rank is not None and rank != 0:
+        # Workers write nothing: only rank 0 owns the run directory.
+        logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            sys.argv.append("hydra.run.dir=.")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

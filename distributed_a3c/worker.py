@@ -1,0 +1,218 @@
+"""A worker: pull weights -> collect an n-step rollout -> compute the A2C gradient -> push it.
+
+The worker talks to a `ParameterStore`; it never sees RPC. Tests hand it the in-process
+`ParameterServer`, a distributed run a remote store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from distributed_a3c.config import Config
+from distributed_a3c.envs import final_observations, finished_episodes, make_vector_env
+from distributed_a3c.messages import ParameterStore, PushReply, PushRequest
+from distributed_a3c.rl.grads import clip_grad_norm_, flatten_parameters_
+from distributed_a3c.rl.losses import a2c_loss, explained_variance
+from distributed_a3c.rl.policy import action_to_env, build_policy
+from distributed_a3c.rl.returns import advantages_and_returns
+
+
+def worker_seed(base_seed: int, rank: int) -> int:
+    """Seed of env 0 of this rank; env i gets this + i."""
+    return base_seed + 1000 * rank
+
+
+def build_model(cfg: Config, obs_space, action_space) -> torch.nn.Module:
+    m = cfg.model
+    return build_policy(
+        m.name,
+        obs_space,
+        action_space,
+        hidden_sizes=list(m.hidden_sizes),
+        activation=m.activation,
+        shared_torso=m.shared_torso,
+    )
+
+
+@dataclass
+class Rollout:
+    obs: torch.Tensor  # [T, B, *obs_shape]
+    actions: torch.Tensor  # [T, B, *action_shape]
+    rewards: torch.Tensor  # [T, B]
+    values: torch.Tensor  # [T, B]
+    terminated: torch.Tensor  # [T, B]
+    truncated: torch.Tensor  # [T, B]
+    final_values: torch.Tensor  # [T, B], V(real final obs) where truncated
+    bootstrap_value: torch.Tensor  # [B]
+
+
+class Worker:
+    def __init__(self, cfg: Config, rank: int, store: ParameterStore, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.rank = rank
+        self.store = store
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed + rank)
+        n = cfg.worker.envs_per_worker
+        self.envs = make_vector_env(cfg.env, n, worker_seed(cfg.seed, rank))
+        self.action_space = self.envs.single_action_space
+        self.model = build_model(cfg, self.envs.single_observation_space, self.action_space).to(self.device)
+        self.flat = flatten_parameters_(self.model)
+        obs, _ = self.envs.reset(seed=[worker_seed(cfg.seed, rank) + i for i in range(n)])
+        self.obs = self._to_device(obs)
+        self.version = -1
+        self.pushes = 0
+        self._returns: list[float] = []
+        self._lengths: list[int] = []
+        self._time = {"env": 0.0, "act": 0.0, "learn": 0.0, "wait": 0.0}
+        self._alloc_rollout()
+
+    # ----- the loop ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Train until the server says stop; return the number of pushes made."""
+        try:
+            reply = self.store.pull()
+            self._apply(reply)
+            while not reply.stop:
+                reply = self.step()
+        finally:
+            self.envs.close()
+        return self.pushes
+
+    def step(self) -> PushReply:
+        """One rollout, one gradient, one push."""
+        rollout = self.collect()
+        stats = self.compute_gradients(rollout)
+        t0 = time.perf_counter()
+        reply = self.store.push(self._request(stats))
+        self._time["wait"] += time.perf_counter() - t0
+        self._apply(reply)
+        self.pushes += 1
+        return reply
+
+    def _apply(self, reply: PushReply) -> None:
+        if reply.weights is not None:
+            self.flat.load_(reply.weights)
+        self.version = reply.version
+
+    def _request(self, stats: dict[str, float]) -> PushRequest:
+        c = self.cfg.worker
+        req = PushRequest(
+            rank=self.rank,
+            version=self.version,
+            grads=self.flat.grads,
+            env_steps=c.rollout_len * c.envs_per_worker,
+            episode_returns=self._returns,
+            episode_lengths=self._lengths,
+            stats=stats,
+        )
+        self._returns, self._lengths = [], []
+        return req
+
+    # ----- rollout -----------------------------------------------------------------------------------
+    def _alloc_rollout(self) -> None:
+        T, B = self.cfg.worker.rollout_len, self.cfg.worker.envs_per_worker
+        dev = self.device
+        self._obs = torch.empty((T, *self.obs.shape), dtype=self.obs.dtype, device=dev)
+        act_shape = self.action_space.shape or ()
+        act_dtype = torch.float32 if act_shape else torch.long
+        self._actions = torch.empty((T, B, *act_shape), dtype=act_dtype, device=dev)
+        self._values = torch.empty((T, B), device=dev)
+        self._final_values = torch.zeros((T, B), device=dev)
+        # Per-step env outputs stay in numpy and reach the device once per rollout.
+        self._rewards = np.empty((T, B), dtype=np.float32)
+        self._terminated = np.empty((T, B), dtype=bool)
+        self._truncated = np.empty((T, B), dtype=bool)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(array)).to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def collect(self) -> Rollout:
+        T = self.cfg.worker.rollout_len
+        model = self.model
+        self._final_values.zero_()
+        t_env = 0.0
+        t0 = time.perf_counter()
+        for t in range(T):
+            self._obs[t] = self.obs
+            dist_inputs, values = model(self.obs)
+            actions = model.sample(dist_inputs)
+            self._actions[t] = actions
+            self._values[t] = values
+            te = time.perf_counter()
+            obs, rewards, terminated, truncated, info = self.envs.step(action_to_env(actions, self.action_space))
+            t_env += time.perf_counter() - te
+            self._rewards[t] = rewards
+            self._terminated[t] = terminated
+            self._truncated[t] = truncated
+            if info:
+                self._record_episode_ends(t, terminated, truncated, info)
+            self.obs = self._to_device(obs)
+        bootstrap = model.value(self.obs)
+        self._time["env"] += t_env
+        self._time["act"] += time.perf_counter() - t0 - t_env
+        return Rollout(
+            self._obs,
+            self._actions,
+            self._to_device(self._rewards),
+            self._values,
+            self._to_device(self._terminated),
+            self._to_device(self._truncated),
+            self._final_values,
+            bootstrap,
+        )
+
+    def _record_episode_ends(self, t: int, terminated: np.ndarray, truncated: np.ndarray, info: dict) -> None:
+        cut = np.flatnonzero(truncated & ~terminated)
+        if cut.size:
+            final = self._to_device(final_observations(info, cut))
+            self._final_values[t, torch.from_numpy(cut).to(self.device)] = self.model.value(final)
+        rets, lens = finished_episodes(info)
+        self._returns += rets
+        self._lengths += lens
+
+    # ----- gradient ----------------------------------------------------------------------------------
+    def compute_gradients(self, r: Rollout) -> dict[str, float]:
+        """Write the A2C gradient of rollout `r` into `self.flat.grads`; return the loss statistics."""
+        t0 = time.perf_counter()
+        a = self.cfg.algo
+        T, B = r.rewards.shape
+        advantages, targets = advantages_and_returns(
+            r.rewards,
+            r.values,
+            r.bootstrap_value,
+            r.terminated,
+            r.truncated,
+            r.final_values,
+            a.gamma,
+            a.gae_lambda,
+        )
+        if a.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        dist_inputs, values = self.model(r.obs.reshape(T * B, *r.obs.shape[2:]))
+        dist = self.model.distribution(dist_inputs)
+        log_probs = dist.log_prob(r.actions.reshape(T * B, *r.actions.shape[2:]))
+        loss = a2c_loss(
+            log_probs, dist.entropy(), values, advantages.reshape(-1), targets.reshape(-1), a.value_coef, a.entropy_coef
+        )
+        self.flat.zero_grad_()
+        loss.total.backward()
+        grad_norm = clip_grad_norm_(self.flat.grads, a.max_grad_norm)
+        self._time["learn"] += time.perf_counter() - t0
+        stats = {
+            "losses/policy_loss": float(loss.policy.detach()),
+            "losses/value_loss": float(loss.value.detach()),
+            "losses/entropy": float(loss.entropy.detach()),
+            "losses/grad_norm": grad_norm,
+        }
+        ev = explained_variance(r.values.reshape(-1), targets.reshape(-1))
+        if ev == ev:  # undefined (nan) when every target is equal
+            stats["losses/explained_variance"] = ev
+        stats.update({f"worker/{k}_s": v for k, v in self._time.items()})
+        self._time = dict.fromkeys(self._time, 0.0)
+        return stats

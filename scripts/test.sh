@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up (first run only, with the dev extra) and run the test suite. Extra arguments go to pytest:
+#   scripts/test.sh                 # everything
+#   scripts/test.sh tests/unit -q   # a subset
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/scripts/_setup.sh" "dev"
+cd "$ROOT"
+set +e
+"${A3C_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"
+code=$?
+set -e
+if [ "$code" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; that is a failure" >&2
+  exit 1
+fi
+exit "$code"

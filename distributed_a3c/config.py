@@ -81,6 +81,8 @@ class WorkerConfig:
     """Steps per env in one n-step rollout (one gradient push per rollout)."""
     torch_threads: int = 1
     """Intra-op threads per CPU worker; one beats two when workers share cores."""
+    overlap: bool = False
+    """Collect the next rollout while the previous push is in flight (adds one version of staleness)."""
 
 
 @dataclass
@@ -91,6 +93,9 @@ class ServerConfig:
     """Drop pushes computed on weights more than this many versions old (counted as dropped)."""
     device: str = "cpu"
     """Where the master weights and optimizer live: cpu, cuda, or auto (cuda when available)."""
+    wire_dtype: str = "float32"
+    """Dtype of gradients and weights on the wire: float32, bfloat16 or float16 (half the bytes; the
+    master weights and optimizer stay float32)."""
 
 
 @dataclass
@@ -167,6 +172,7 @@ VECTORIZATIONS = ("sync", "async")
 ACTIVATIONS = ("tanh", "relu")
 WANDB_MODES = ("offline", "online", "disabled")
 SERVER_DEVICES = ("cpu", "cuda", "auto")
+WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 def _check(errors: list[str], ok: bool, key: str, value: object, allowed: str) -> None:
@@ -215,6 +221,7 @@ def config_errors(cfg: Config) -> list[str]:
     _check(e, cfg.server.accumulate >= 1, "server.accumulate", cfg.server.accumulate, ">= 1")
     _check(e, cfg.server.max_staleness >= 0, "server.max_staleness", cfg.server.max_staleness, ">= 0")
     _choice(e, "server.device", cfg.server.device, SERVER_DEVICES)
+    _choice(e, "server.wire_dtype", cfg.server.wire_dtype, WIRE_DTYPE_NAMES)
     _check(
         e,
         cfg.rpc.port is None or 1 <= cfg.rpc.port <= 65535,

@@ -7,6 +7,9 @@ from typing import Protocol
 
 import torch
 
+WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""`server.wire_dtype` names -> the dtype gradients and weights travel in."""
+
 
 @dataclass
 class PushRequest:
@@ -43,3 +46,14 @@ class ParameterStore(Protocol):
     def pull(self) -> PushReply: ...
 
     def push(self, request: PushRequest) -> PushReply: ...
+
+    def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
+        """Send a push without waiting; `.wait()` on the result gives the reply."""
+        ...
+
+
+def completed(reply: PushReply) -> torch.futures.Future[PushReply]:
+    """An already-finished future, for stores that answer synchronously."""
+    future: torch.futures.Future[PushReply] = torch.futures.Future()
+    future.set_result(reply)
+    return future

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
-from distributed_a3c.messages import PushReply, PushRequest
+from distributed_a3c.messages import WIRE_DTYPES, PushReply, PushRequest, completed
 from distributed_a3c.rl.grads import flatten_parameters_
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class ParameterServer:
         self.cfg = server_cfg
         self.train_cfg = train_cfg
         self.device = torch.device(device)
+        self.wire_dtype = WIRE_DTYPES[server_cfg.wire_dtype]
         self._lock = threading.Lock()
         self._accum = torch.zeros_like(self.flat.weights)
         self._accum_count = 0
@@ -63,6 +64,10 @@ class ParameterServer:
         self.stop_reason: str | None = None
         self.start_time = time.monotonic()
         self.busy_s = 0.0
+        self.staleness_counts: Counter[int] = Counter()
+        """How many valid pushes arrived at each staleness, over the whole run (exact, one entry per value)."""
+        self.last_stats: dict[int, dict[str, float]] = {}
+        """The stats of each rank's latest push (e.g. its peak RSS so far)."""
         self._interval = _IntervalStats()
 
     @property
@@ -72,7 +77,11 @@ class ParameterServer:
     # ----- the two calls a worker makes -------------------------------------------------------------
     def pull(self) -> PushReply:
         with self._lock:
-            return PushReply(self.version, self.flat.weights.clone(), self.stop_reason is not None, "pulled")
+            return PushReply(self.version, self._wire_weights(), self.stop_reason is not None, "pulled")
+
+    def _wire_weights(self) -> torch.Tensor:
+        """A copy of the weights in the wire dtype (the live tensor must not be serialized while it changes)."""
+        return self.flat.weights.to(self.wire_dtype, copy=True)
 
     def push(self, req: PushRequest) -> PushReply:
         with self._lock:
@@ -80,9 +89,12 @@ class ParameterServer:
             self._record(req)
             status = self._handle_gradient(req)
             self._check_stop()
-            weights = None if req.version == self.version else self.flat.weights.clone()
+            weights = None if req.version == self.version else self._wire_weights()
             self.busy_s += time.perf_counter() - t0
             return PushReply(self.version, weights, self.stop_reason is not None, status)
+
+    def push_async(self, req: PushRequest) -> torch.futures.Future[PushReply]:
+        return completed(self.push(req))
 
     # ----- internals -------------------------------------------------------------------------------
     def _record(self, req: PushRequest) -> None:
@@ -90,6 +102,7 @@ class ParameterServer:
         self.episodes += len(req.episode_returns)
         self.returns.extend(req.episode_returns)
         self.pushes_by_rank[req.rank] += 1
+        self.last_stats[req.rank] = req.stats
         self._interval.add(req.stats)
 
     def _handle_gradient(self, req: PushRequest) -> str:
@@ -101,6 +114,7 @@ class ParameterServer:
             return "rejected"
         staleness = self.version - req.version
         self._interval.staleness.append(staleness)
+        self.staleness_counts[staleness] += 1
         if staleness > self.cfg.max_staleness:
             self.dropped += 1
             self._interval.dropped += 1
@@ -167,6 +181,23 @@ class ParameterServer:
         if len(self.returns) < RETURN_WINDOW:
             return float("-inf")
         return sum(self.returns) / len(self.returns)
+
+    def staleness_summary(self) -> dict[str, float]:
+        """Mean, p50, p99 and max staleness of every valid push so far (exact, from the counts)."""
+        with self._lock:
+            counts = sorted(self.staleness_counts.items())
+        total = sum(n for _, n in counts)
+        if not total:
+            return {}
+        out = {"mean": sum(s * n for s, n in counts) / total, "max": counts[-1][0], "pushes": total}
+        for name, q in (("p50", 0.50), ("p99", 0.99)):
+            seen = 0
+            for s, n in counts:  # nearest-rank quantile: the smallest value with >= q of the pushes at or below it
+                seen += n
+                if seen >= q * total:
+                    out[name] = s
+                    break
+        return out
 
     def snapshot(self) -> dict[str, float]:
         """Metrics since the previous snapshot, keyed by the names documented in the README."""

@@ -7,6 +7,7 @@ through torchrun's launcher API, all writing to the run directory this process c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -36,6 +37,9 @@ def _torchrun_rank() -> int | None:
 
 def to_config(dcfg: DictConfig) -> Config:
     """The composed DictConfig as a validated `Config` dataclass."""
+    unknown = _unknown_keys(dcfg, Config)
+    if unknown:
+        raise ConfigError("; ".join(unknown))
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, Config)
     return validate(cfg)
@@ -49,24 +53,47 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _composition_error(exc: BaseException) -> str:
-    """Hydra/OmegaConf errors come as several lines; keep the ones that name the key and the rule."""
-    from omegaconf.errors import ConfigKeyError, ValidationError
+    """Hydra/OmegaConf errors come as several lines; say in one which key is wrong and what is allowed."""
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-    cause = exc
-    while cause.__cause__ is not None and not isinstance(cause, ConfigKeyError | ValidationError):
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ValidationError) and cause.full_key:
+            return f"{cause.full_key}: {str(cause).splitlines()[0]}"
+        if isinstance(cause, OmegaConfBaseException) and isinstance(cause, KeyError | AttributeError):
+            node_type = getattr(cause, "object_type", None)
+            if dataclasses.is_dataclass(node_type):
+                return _unknown_key_message(cause.full_key or cause.key, node_type)
         cause = cause.__cause__
-    if isinstance(cause, ConfigKeyError) and getattr(cause, "object_type", None) is not None:
-        import dataclasses
-
-        key = cause.full_key or cause.key
-        allowed = ", ".join(f.name for f in dataclasses.fields(cause.object_type))
-        return f"unknown config key {key!r}: allowed keys here are {allowed}"
-    if isinstance(cause, ValidationError) and cause.full_key:
-        first = str(cause).splitlines()[0]
-        return f"{cause.full_key}: {first}"
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("full_key:", "reference_type", "object_type"))]
+    if "Config search path:" in lines:  # a missing group option: the search path is noise here
+        lines = lines[: lines.index("Config search path:")]
     return " ".join(lines)
+
+
+def _unknown_key_message(key: str, node_type: type) -> str:
+    allowed = ", ".join(f.name for f in dataclasses.fields(node_type))
+    return f"unknown config key {key!r}: the keys allowed here are {allowed}"
+
+
+def _unknown_keys(node: Any, node_type: type, prefix: str = "") -> list[str]:
+    """Keys of `node` that its dataclass does not declare (Hydra lets `+key=value` add them)."""
+    fields = {f.name: f for f in dataclasses.fields(node_type)}
+    errors = []
+    for key in node:
+        full = f"{prefix}{key}"
+        if key not in fields:
+            errors.append(_unknown_key_message(full, node_type))
+            continue
+        child_type = type(getattr(node_type(), key)) if _has_default(fields[key]) else None
+        if child_type is not None and dataclasses.is_dataclass(child_type):
+            errors += _unknown_keys(node[key], child_type, f"{full}.")
+    return errors
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 def precheck(overrides: list[str]) -> Config:

@@ -6,6 +6,8 @@ The worker talks to a `ParameterStore`; it never sees RPC. Tests hand it the in-
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from dataclasses import dataclass
 
@@ -14,11 +16,17 @@ import torch
 
 from distributed_a3c.config import Config
 from distributed_a3c.envs import final_observations, finished_episodes, make_vector_env
-from distributed_a3c.messages import ParameterStore, PushReply, PushRequest
+from distributed_a3c.messages import WIRE_DTYPES, ParameterStore, PushReply, PushRequest
 from distributed_a3c.rl.grads import clip_grad_norm_, flatten_parameters_
 from distributed_a3c.rl.losses import a2c_loss, explained_variance
 from distributed_a3c.rl.policy import action_to_env, build_policy
 from distributed_a3c.rl.returns import advantages_and_returns
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def worker_seed(base_seed: int, rank: int) -> int:
@@ -77,11 +85,35 @@ class Worker:
         try:
             reply = self.store.pull()
             self._apply(reply)
-            while not reply.stop:
-                reply = self.step()
+            if self.cfg.worker.overlap:
+                self._run_overlapped(reply)
+            else:
+                while not reply.stop:
+                    reply = self.step()
         finally:
             self.envs.close()
         return self.pushes
+
+    def _run_overlapped(self, reply: PushReply) -> None:
+        """Collect the next rollout while the previous push is in flight (one version of extra staleness).
+
+        The gradient of each rollout is computed with the weights that acted in it, and the fresh weights
+        from the reply are loaded only afterwards, so every gradient stays on-policy for its rollout.
+        """
+        pending = None
+        while not reply.stop:
+            rollout = self.collect()
+            stats = self.compute_gradients(rollout)
+            request = self._request(stats, grads=self.flat.grads.clone())
+            if pending is not None:
+                t0 = time.perf_counter()
+                reply = pending.wait()
+                self._time["wait"] += time.perf_counter() - t0
+                self._apply(reply)
+                if reply.stop:
+                    break
+            pending = self.store.push_async(request)
+            self.pushes += 1
 
     def step(self) -> PushReply:
         """One rollout, one gradient, one push."""
@@ -99,12 +131,16 @@ class Worker:
             self.flat.load_(reply.weights)
         self.version = reply.version
 
-    def _request(self, stats: dict[str, float]) -> PushRequest:
+    def _request(self, stats: dict[str, float], grads: torch.Tensor | None = None) -> PushRequest:
         c = self.cfg.worker
+        if grads is None:
+            grads = self.flat.grads
+        if self.cfg.server.wire_dtype != "float32":
+            grads = grads.to(WIRE_DTYPES[self.cfg.server.wire_dtype])
         req = PushRequest(
             rank=self.rank,
             version=self.version,
-            grads=self.flat.grads,
+            grads=grads,
             env_steps=c.rollout_len * c.envs_per_worker,
             episode_returns=self._returns,
             episode_lengths=self._lengths,
@@ -214,5 +250,6 @@ class Worker:
         if ev == ev:  # undefined (nan) when every target is equal
             stats["losses/explained_variance"] = ev
         stats.update({f"worker/{k}_s": v for k, v in self._time.items()})
+        stats["worker/max_rss_mb"] = peak_rss_mb()
         self._time = dict.fromkeys(self._time, 0.0)
         return stats

@@ -19,7 +19,7 @@ from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.envs import make_env_fn
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import Worker, build_model
+from distributed_a3c.worker import Worker, build_model, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ def _checkpoint_state(server: ParameterServer, config_dict: dict[str, Any]) -> d
 
 def _summary(server: ParameterServer, world_size: int) -> dict[str, Any]:
     rets = list(server.returns)
+    rss = {r: s.get("worker/max_rss_mb") for r, s in sorted(server.last_stats.items())}
+    worker_rss = {str(r): round(v, 1) for r, v in rss.items() if v is not None}
     return {
         "exit_reason": server.stop_reason,
         "env_steps": server.env_steps,
@@ -151,4 +153,7 @@ def _summary(server: ParameterServer, world_size: int) -> dict[str, Any]:
         "pushes_per_rank": {str(r): server.pushes_by_rank.get(r, 0) for r in range(1, world_size)},
         "dropped_pushes": server.dropped,
         "rejected_pushes": server.rejected,
+        "staleness": server.staleness_summary(),
+        "server_busy_fraction": round(server.busy_s / max(server.elapsed_s(), 1e-9), 4),
+        "peak_rss_mb_by_rank": {"0": round(peak_rss_mb(), 1), **worker_rss},
     }

@@ -53,9 +53,15 @@ class RemoteParameterStore:
         return rpc.rpc_sync(SERVER, _pull)
 
     def push(self, request: PushRequest) -> PushReply:
+        return rpc.rpc_sync(SERVER, _push, args=(self._wire(request),))
+
+    def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
+        return rpc.rpc_async(SERVER, _push, args=(self._wire(request),))
+
+    def _wire(self, request: PushRequest) -> PushRequest:
         if self._via_cpu:
             request.grads = request.grads.cpu()
-        return rpc.rpc_sync(SERVER, _push, args=(request,))
+        return request
 
 
 def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = None) -> None:

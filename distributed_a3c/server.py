@@ -52,6 +52,8 @@ class ParameterServer:
         self.device = torch.device(device)
         self.wire_dtype = WIRE_DTYPES[server_cfg.wire_dtype]
         self._lock = threading.Lock()
+        self._stop_told = threading.Condition(self._lock)
+        self.told_to_stop: set[int] = set()
         self._accum = torch.zeros_like(self.flat.weights)
         self._accum_count = 0
         self.version = 0
@@ -89,6 +91,9 @@ class ParameterServer:
             self._record(req)
             status = self._handle_gradient(req)
             self._check_stop()
+            if self.stop_reason is not None:
+                self.told_to_stop.add(req.rank)
+                self._stop_told.notify_all()
             weights = None if req.version == self.version else self._wire_weights()
             self.busy_s += time.perf_counter() - t0
             return PushReply(self.version, weights, self.stop_reason is not None, status)
@@ -166,6 +171,11 @@ class ParameterServer:
         with self._lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
+
+    def wait_workers_told_to_stop(self, ranks: set[int], timeout_s: float) -> bool:
+        """Block until every rank in `ranks` got a reply saying stop (or timeout); True if all did."""
+        with self._lock:
+            return self._stop_told.wait_for(lambda: ranks <= self.told_to_stop, timeout=timeout_s)
 
     def poll_stop(self) -> str | None:
         with self._lock:

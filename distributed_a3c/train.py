@@ -142,11 +142,16 @@ def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]
 
 def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
     """One rank of the job (rank from torchrun's environment); bad input ends it with one line."""
+    from distributed_a3c.distributed.roles import install_signal_handlers
+
     rank = int(os.environ["RANK"])
+    install_signal_handlers(rank)
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         return _run_rank(cfg, rank, run_dir, config_dict)
+    except KeyboardInterrupt:
+        _fail("interrupted twice: stopped without waiting for the workers", code=130)
     except ConfigError as e:
         _fail(str(e))
     except Exception as e:

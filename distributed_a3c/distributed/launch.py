@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -27,7 +28,11 @@ def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> 
         max_restarts=0,
         monitor_interval=0.1,
         start_method="fork",
+        # Ctrl-C reaches every rank anyway and the server stops the job gracefully; the launcher
+        # only waits for its ranks (it still tears them down on SIGTERM/SIGHUP/SIGQUIT).
+        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         elastic_launch(config, entry)(*args)
     except ChildFailedError as e:
@@ -37,4 +42,6 @@ def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> 
             f"a3c-train: error: rank {rank} exited with code {failure.exitcode}; see its message above", file=sys.stderr
         )
         return code
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,35 @@ from distributed_a3c.worker import Worker, build_model, peak_rss_mb
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+STOP_GRACE_S = 10.0
+
+
+_interrupted = threading.Event()
+_first_signal_at = 0.0
+FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one Ctrl-C can arrive twice)
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    global _first_signal_at
+    if not _interrupted.is_set():
+        _first_signal_at = time.monotonic()
+        _interrupted.set()
+    elif time.monotonic() - _first_signal_at > FORCE_AFTER_S:
+        raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a graceful end
+
+
+def install_signal_handlers(rank: int) -> None:
+    """Ctrl-C / SIGTERM make the server stop training gracefully (final checkpoint and summary).
+
+    Ctrl-C reaches every rank of a terminal's job; workers ignore it and stop when the server's reply
+    says so. A SIGTERM on a worker (e.g. from torchrun tearing the job down) ends it at once.
+    """
+    if rank == 0:
+        signal.signal(signal.SIGINT, _on_stop_signal)
+        signal.signal(signal.SIGTERM, _on_stop_signal)
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def worker_device() -> torch.device:
@@ -48,8 +78,6 @@ def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
 
 def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     torch.set_num_threads(cfg.worker.torch_threads)
-    # Ctrl-C reaches every rank; the server turns it into a stop reply, so workers let it decide.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     device = worker_device()
     sdev = server_device(cfg)
     device_map = {device: sdev} if device.type == "cuda" and sdev.type == "cuda" else None
@@ -74,8 +102,6 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         wandb_id = id_file.read_text().strip() if id_file.is_file() else None
         log.info("resumed from %s at %d env steps", cfg.train.resume, server.env_steps)
     rpc_edge.serve(server)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: server.request_stop("interrupted"))
 
     sinks: list = [JsonlSink(run_dir / "metrics.jsonl")]
     wandb_sink = None
@@ -97,6 +123,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     try:
         _serve_until_stop(server, hub, cfg, run_dir, config_dict)
     finally:
+        server.request_stop("interrupted" if _interrupted.is_set() else "error")  # no-op if already stopping
         save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict))
         hub.log(server.snapshot())
         for s in sinks:
@@ -104,7 +131,9 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
                 s.close()
         summary = _summary(server, world_size)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        rpc_edge.shutdown()
+        # Workers learn of the stop from their next reply; a worker that is gone never will.
+        all_told = server.wait_workers_told_to_stop(set(range(1, world_size)), timeout_s=STOP_GRACE_S)
+        rpc_edge.shutdown(graceful=all_told)
         offline_dir = wandb_sink.close() if wandb_sink else None
     print(
         f"done: {summary['exit_reason']} after {summary['env_steps']} env steps, "
@@ -123,6 +152,9 @@ def _serve_until_stop(
     next_log = time.monotonic() + cfg.train.log_interval_s
     next_ckpt = time.monotonic() + cfg.train.checkpoint_interval_s
     while server.poll_stop() is None:
+        if _interrupted.is_set():
+            server.request_stop("interrupted")
+            break
         time.sleep(min(0.05, cfg.train.log_interval_s))
         now = time.monotonic()
         if now >= next_log:

@@ -93,6 +93,6 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
     log.debug("rank %d joined RPC as %s (interface %s)", rank, rank_name(rank), ifname)
 
 
-def shutdown(timeout_s: float = 30.0) -> None:
-    """Wait for every rank to finish its outstanding calls, then stop the agent."""
-    rpc.shutdown(graceful=True, timeout=timeout_s)
+def shutdown(graceful: bool = True, timeout_s: float = 30.0) -> None:
+    """Stop the agent; graceful: first wait for every rank to finish its outstanding calls."""
+    rpc.shutdown(graceful=graceful, timeout=timeout_s)

@@ -42,7 +42,13 @@ def to_config(dcfg: DictConfig) -> Config:
         raise ConfigError("; ".join(unknown))
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, Config)
-    return validate(cfg)
+    validate(cfg)
+    from distributed_a3c.worker import spaces_error  # builds one env: only once the values are valid
+
+    error = spaces_error(cfg)
+    if error:
+        raise ConfigError(error)
+    return cfg
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -142,14 +148,20 @@ def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]
 
 def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
     """One rank of the job (rank from torchrun's environment); bad input ends it with one line."""
-    from distributed_a3c.distributed.roles import install_signal_handlers
+    from distributed_a3c.distributed.roles import install_signal_handlers, terminated_by_launcher
 
     rank = int(os.environ["RANK"])
     install_signal_handlers(rank)
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        return _run_rank(cfg, rank, run_dir, config_dict)
+        code = _run_rank(cfg, rank, run_dir, config_dict)
+        if terminated_by_launcher():
+            # The launcher that sent SIGTERM will not collect our return value: don't wait for it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except KeyboardInterrupt:
         _fail("interrupted twice: stopped without waiting for the workers", code=130)
     except ConfigError as e:

@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable
 
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -35,6 +36,10 @@ def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         elastic_launch(config, entry)(*args)
+    except SignalException as e:
+        print(f"a3c-train: stopped by {signal.Signals(e.sigval).name}; rank 0 wrote its checkpoint and summary",
+              file=sys.stderr)
+        return 128 + int(e.sigval)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1

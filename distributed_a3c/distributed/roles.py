@@ -26,20 +26,27 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 STOP_GRACE_S = 10.0
+STOP_GRACE_SIGTERM_S = 1.0
 
 
 _interrupted = threading.Event()
+_first_signal: int | None = None
 _first_signal_at = 0.0
 FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one Ctrl-C can arrive twice)
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
-    global _first_signal_at
+    global _first_signal, _first_signal_at
     if not _interrupted.is_set():
-        _first_signal_at = time.monotonic()
+        _first_signal, _first_signal_at = signum, time.monotonic()
         _interrupted.set()
     elif time.monotonic() - _first_signal_at > FORCE_AFTER_S:
         raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a graceful end
+
+
+def terminated_by_launcher() -> bool:
+    """True once a SIGTERM asked this rank to stop: the launcher is tearing the job down."""
+    return _first_signal == signal.SIGTERM
 
 
 def install_signal_handlers(rank: int) -> None:
@@ -132,7 +139,9 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         summary = _summary(server, world_size)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         # Workers learn of the stop from their next reply; a worker that is gone never will.
-        all_told = server.wait_workers_told_to_stop(set(range(1, world_size)), timeout_s=STOP_GRACE_S)
+        # After a SIGTERM the launcher is killing the workers too: don't wait long for them.
+        grace = STOP_GRACE_SIGTERM_S if terminated_by_launcher() else STOP_GRACE_S
+        all_told = server.wait_workers_told_to_stop(set(range(1, world_size)), timeout_s=grace)
         rpc_edge.shutdown(graceful=all_told)
         offline_dir = wandb_sink.close() if wandb_sink else None
     print(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,27 +20,65 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class AtariConfig:
+    """DeepMind-style preprocessing of `ALE/...` ids (Mnih et al. 2015), the same in every `env.backend`."""
+
+    noop_max: int = 30
+    """Up to this many no-op actions on each reset (random number per episode); 0 disables."""
+    frame_skip: int = 4
+    """Repeat each action this many frames, observing the max over the last two."""
+    screen_size: int = 84
+    """Side of the square grayscale observation frame."""
+    frame_stack: int = 4
+    """Frames stacked into one observation (C, H, W), oldest first; zeros before the episode's first frame."""
+    terminal_on_life_loss: bool = False
+    """Losing a life ends the episode for the loss (the game goes on); metrics still count full games."""
+    clip_rewards: bool = True
+    """Train on sign(reward); metrics always report the raw game score."""
+    fire_reset: bool = True
+    """Press FIRE on each reset in games whose second action is FIRE (e.g. Breakout)."""
+    repeat_action_probability: float = 0.0
+    """Sticky actions; 0 as in DeepMind's setup, 0.25 as in the v5 default (Machado et al. 2018)."""
+    num_threads: int = 0
+    """Threads of the ale_vector / envpool backends; 0 lets the backend choose."""
+
+
+@dataclass
 class EnvConfig:
     id: str = "CartPole-v1"
     """Gymnasium environment id, e.g. CartPole-v1, ALE/Pong-v5."""
+    backend: str = "gymnasium"
+    """Who steps the envs: `gymnasium` (python wrappers in a vector env, any id), or for ALE ids only
+    `ale_vector` (ale_py's threaded C++ vector env) or `envpool`. All give the same observations and infos."""
     vectorization: str = "sync"
-    """How a worker batches its envs: `sync` (one process, fastest for cheap envs) or `async` (subprocesses)."""
+    """How a worker batches its envs: `sync` (python loop in one process), `async` (subprocesses), or
+    `vector` (the env's own batched implementation, e.g. CartPole's numpy one: several times faster)."""
     max_episode_steps: int | None = None
     """Override the env's time limit; null keeps the registered one."""
+    normalize_obs: bool = False
+    """Normalize observations with running mean/var shared by all workers (merged on the server, shipped
+    with the weights), clipped to +-10; for flat Box observations."""
+    scale_rewards: bool = False
+    """Divide rewards by the running std of the discounted return (per worker, as VecNormalize); metrics
+    still report the raw return."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for `gymnasium.make`."""
+    atari: AtariConfig = field(default_factory=AtariConfig)
+    """Atari preprocessing, used for `ALE/...` ids only."""
 
 
 @dataclass
 class ModelConfig:
     name: str = "mlp"
-    """Actor-critic architecture: `mlp`."""
+    """Actor-critic architecture: `mlp`, or `cnn` (Nature CNN, for image observations such as Atari)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """Widths of the hidden layers of the MLP torso."""
     activation: str = "tanh"
     """Hidden activation: tanh or relu."""
     shared_torso: bool = False
     """True: actor and critic share the hidden layers; False: two separate MLPs."""
+    lstm_size: int = 128
+    """Hidden units of the LSTM cell of model=lstm (MLP encoder of `hidden_sizes` -> LSTM -> heads)."""
 
 
 @dataclass
@@ -166,9 +206,10 @@ class Config:
     """Run name, used for W&B and the summary line."""
 
 
-MODELS = ("mlp",)
+MODELS = ("mlp", "cnn", "lstm")
 OPTIMIZERS = ("adam", "rmsprop")
-VECTORIZATIONS = ("sync", "async")
+VECTORIZATIONS = ("sync", "async", "vector")
+ENV_BACKENDS = ("gymnasium", "ale_vector", "envpool")
 ACTIVATIONS = ("tanh", "relu")
 WANDB_MODES = ("offline", "online", "disabled")
 SERVER_DEVICES = ("cpu", "cuda", "auto")
@@ -195,7 +236,22 @@ def config_errors(cfg: Config) -> list[str]:
         cfg.env.max_episode_steps,
         "null or >= 1",
     )
+    _atari_errors(e, cfg.env)
     _choice(e, "model.name", cfg.model.name, MODELS)
+    _check(
+        e,
+        cfg.model.name != "cnn" or cfg.model.shared_torso,
+        "model.shared_torso",
+        cfg.model.shared_torso,
+        "true for model=cnn (one conv torso feeds both heads)",
+    )
+    _check(
+        e,
+        cfg.model.name == "cnn" or not cfg.env.id.startswith("ALE/"),
+        "model.name",
+        cfg.model.name,
+        "cnn for ALE/... ids (image observations): add model=cnn",
+    )
     _choice(e, "model.activation", cfg.model.activation, ACTIVATIONS)
     _check(
         e,
@@ -246,10 +302,61 @@ def config_errors(cfg: Config) -> list[str]:
     _choice(e, "logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     _check(e, cfg.workers >= 1, "workers", cfg.workers, ">= 1")
     _check(e, cfg.seed >= 0, "seed", cfg.seed, ">= 0")
-    env_error = env_id_error(cfg.env.id)
+    _check(e, cfg.model.lstm_size >= 1, "model.lstm_size", cfg.model.lstm_size, ">= 1")
+    _check(
+        e,
+        cfg.model.name != "lstm" or cfg.model.shared_torso,
+        "model.shared_torso",
+        cfg.model.shared_torso,
+        "true for model=lstm (one recurrent torso feeds both heads)",
+    )
+    env_error = env_id_error(cfg.env.id) or env_dependency_error(cfg.env.id)
     if env_error:
         e.append(env_error)
+    elif cfg.env.vectorization == "vector":
+        _vector_errors(e, cfg)
     return e
+
+
+def _vector_errors(e: list[str], cfg: Config) -> None:
+    import gymnasium as gym
+
+    if gym.spec(cfg.env.id).vector_entry_point is None:
+        e.append(f"env.vectorization='vector' is invalid for env.id={cfg.env.id!r}: it has no batched "
+                 "implementation; use sync or async")
+    if cfg.model.name == "lstm":
+        e.append("env.vectorization='vector' is invalid with model=lstm: use sync or async")
+
+
+def _atari_errors(e: list[str], env: EnvConfig) -> None:
+    _choice(e, "env.backend", env.backend, ENV_BACKENDS)
+    _check(
+        e,
+        env.backend not in ENV_BACKENDS or env.backend == "gymnasium" or env.id.startswith("ALE/"),
+        "env.backend",
+        env.backend,
+        f"gymnasium for env.id={env.id!r} (ale_vector and envpool run ALE/... ids only)",
+    )
+    a = env.atari
+    _check(e, a.noop_max >= 0, "env.atari.noop_max", a.noop_max, ">= 0 (0 disables)")
+    _check(e, a.frame_skip >= 1, "env.atari.frame_skip", a.frame_skip, ">= 1")
+    _check(e, a.screen_size >= 36, "env.atari.screen_size", a.screen_size, ">= 36 (the CNN's smallest input)")
+    _check(e, a.frame_stack >= 1, "env.atari.frame_stack", a.frame_stack, ">= 1")
+    _check(
+        e,
+        0 <= a.repeat_action_probability <= 1,
+        "env.atari.repeat_action_probability",
+        a.repeat_action_probability,
+        "in [0, 1]",
+    )
+    _check(e, a.num_threads >= 0, "env.atari.num_threads", a.num_threads, ">= 0 (0 lets the backend choose)")
+    _check(
+        e,
+        not (env.normalize_obs and env.id.startswith("ALE/")),
+        "env.normalize_obs",
+        env.normalize_obs,
+        "false for ALE/... ids (uint8 frames; model=cnn scales them by 1/255)",
+    )
 
 
 def env_id_error(env_id: str) -> str | None:
@@ -259,9 +366,36 @@ def env_id_error(env_id: str) -> str | None:
     _import_env_namespace(env_id)
     if env_id in gym.registry:
         return None
+    if env_id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
+        return f"env.id={env_id!r} is invalid: Atari needs ale-py: pip install 'distributed_a3c[atari]'"
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.pprint_registry()"
     return f"env.id={env_id!r} is invalid: not a registered gymnasium environment ({hint})"
+
+
+ENV_EXTRAS = {
+    "gymnasium.envs.box2d": ("Box2D", "box2d", ("Box2D",)),
+    "gymnasium.envs.mujoco": ("MuJoCo", "mujoco", ("mujoco", "imageio")),
+}
+"""Entry-point module of a gymnasium env family -> (what it needs, the pip extra, modules to import)."""
+
+
+def env_dependency_error(env_id: str) -> str | None:
+    """A one-line message naming the pip extra when `env_id` needs an optional package that is missing."""
+    import gymnasium as gym
+
+    spec = gym.registry.get(env_id)
+    entry = spec.entry_point if spec is not None else None
+    if not isinstance(entry, str):
+        return None
+    for prefix, (what, extra, modules) in ENV_EXTRAS.items():
+        if entry.startswith(prefix):
+            for module in modules:
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    return f"env.id={env_id!r} needs {what}: pip install 'distributed_a3c[{extra}]'"
+    return None
 
 
 def _import_env_namespace(env_id: str) -> None:

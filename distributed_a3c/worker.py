@@ -15,11 +15,18 @@ import numpy as np
 import torch
 
 from distributed_a3c.config import Config
-from distributed_a3c.envs import final_observations, finished_episodes, make_vector_env
+from distributed_a3c.envs import (
+    final_observations,
+    finished_episodes,
+    is_next_step_autoreset,
+    make_env_fn,
+    make_vector_env,
+)
 from distributed_a3c.messages import WIRE_DTYPES, ParameterStore, PushReply, PushRequest
 from distributed_a3c.rl.grads import clip_grad_norm_, flatten_parameters_
 from distributed_a3c.rl.losses import a2c_loss, explained_variance
-from distributed_a3c.rl.policy import action_to_env, build_policy
+from distributed_a3c.rl.normalize import RewardScaler, RunningMeanStd
+from distributed_a3c.rl.policy import UnsupportedSpaceError, action_to_env, build_policy
 from distributed_a3c.rl.returns import advantages_and_returns
 
 
@@ -36,6 +43,7 @@ def worker_seed(base_seed: int, rank: int) -> int:
 
 def build_model(cfg: Config, obs_space, action_space) -> torch.nn.Module:
     m = cfg.model
+    extra = {"lstm_size": m.lstm_size} if m.name == "lstm" else {}
     return build_policy(
         m.name,
         obs_space,
@@ -43,7 +51,20 @@ def build_model(cfg: Config, obs_space, action_space) -> torch.nn.Module:
         hidden_sizes=list(m.hidden_sizes),
         activation=m.activation,
         shared_torso=m.shared_torso,
+        **extra,
     )
+
+
+def spaces_error(cfg: Config) -> str | None:
+    """Why `cfg.model` has no policy for the spaces of `cfg.env` (one line), or None; builds one env."""
+    env = make_env_fn(cfg.env)()
+    try:
+        build_model(cfg, env.observation_space, env.action_space)
+    except UnsupportedSpaceError as e:
+        return f"env.id={cfg.env.id!r} is unsupported: {e}"
+    finally:
+        env.close()
+    return None
 
 
 @dataclass
@@ -56,6 +77,9 @@ class Rollout:
     truncated: torch.Tensor  # [T, B]
     final_values: torch.Tensor  # [T, B], V(real final obs) where truncated
     bootstrap_value: torch.Tensor  # [B]
+    starts: torch.Tensor | None = None  # [T, B], recurrent models: obs[t] begins an episode (state reset)
+    initial_state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state before obs[0]
+    valid: torch.Tensor | None = None  # [T, B], NEXT_STEP envs: False on the step that only resets the env
 
 
 class Worker:
@@ -70,8 +94,24 @@ class Worker:
         self.action_space = self.envs.single_action_space
         self.model = build_model(cfg, self.envs.single_observation_space, self.action_space).to(self.device)
         self.flat = flatten_parameters_(self.model)
-        obs, _ = self.envs.reset(seed=[worker_seed(cfg.seed, rank) + i for i in range(n)])
-        self.obs = self._to_device(obs)
+        self.recurrent = bool(getattr(self.model, "is_recurrent", False))
+        # Normalize with the server's statistics (from each reply); send the moments of what this worker saw.
+        obs_shape = self.envs.single_observation_space.shape
+        self.obs_stats = RunningMeanStd.zeros(obs_shape) if cfg.env.normalize_obs else None
+        self._seen_obs_stats: RunningMeanStd | None = None
+        self.reward_scaler = RewardScaler(n, cfg.algo.gamma) if cfg.env.scale_rewards else None
+        # NEXT_STEP vector envs (env.vectorization=vector) reset an env on the step after its episode ended,
+        # ignoring the action: that step is masked out of the loss, and the episode's final observation is
+        # simply the next row of the rollout.
+        self.next_step_autoreset = is_next_step_autoreset(self.envs)
+        self._after_done = np.zeros(n, dtype=bool)
+        seed = worker_seed(cfg.seed, rank)
+        obs, _ = self.envs.reset(seed=seed if self.next_step_autoreset else [seed + i for i in range(n)])
+        self._raw_obs = obs
+        self.obs = self._observe(obs)
+        if self.recurrent:
+            self.state = self.model.initial_state(n, self.device)
+            self.starts = torch.ones(n, dtype=torch.bool, device=self.device)
         self.version = -1
         self.pushes = 0
         self._returns: list[float] = []
@@ -129,6 +169,8 @@ class Worker:
     def _apply(self, reply: PushReply) -> None:
         if reply.weights is not None:
             self.flat.load_(reply.weights)
+        if reply.obs_stats is not None and self.obs_stats is not None:
+            self.obs_stats = reply.obs_stats
         self.version = reply.version
 
     def _request(self, stats: dict[str, float], grads: torch.Tensor | None = None) -> PushRequest:
@@ -145,8 +187,10 @@ class Worker:
             episode_returns=self._returns,
             episode_lengths=self._lengths,
             stats=stats,
+            obs_stats=self._seen_obs_stats,
         )
         self._returns, self._lengths = [], []
+        self._seen_obs_stats = None
         return req
 
     # ----- rollout -----------------------------------------------------------------------------------
@@ -163,6 +207,17 @@ class Worker:
         self._rewards = np.empty((T, B), dtype=np.float32)
         self._terminated = np.empty((T, B), dtype=bool)
         self._truncated = np.empty((T, B), dtype=bool)
+        self._valid = np.ones((T, B), dtype=bool)
+        if self.recurrent:
+            self._starts = torch.empty((T, B), dtype=torch.bool, device=dev)
+        if self.obs_stats is not None:
+            self._raw_obs_buf = np.empty((T, *self._raw_obs.shape), dtype=np.float64)
+
+    def _observe(self, obs: np.ndarray) -> torch.Tensor:
+        """Raw env observations -> the model's input on the device (normalized with the server's statistics)."""
+        if self.obs_stats is not None:
+            obs = self.obs_stats.normalize(obs)
+        return self._to_device(obs)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array)).to(self.device, non_blocking=True)
@@ -171,25 +226,50 @@ class Worker:
     def collect(self) -> Rollout:
         T = self.cfg.worker.rollout_len
         model = self.model
+        recurrent, obs_stats, scaler = self.recurrent, self.obs_stats, self.reward_scaler
         self._final_values.zero_()
         t_env = 0.0
         t0 = time.perf_counter()
+        if obs_stats is not None:
+            self.obs = self._observe(self._raw_obs)  # with the statistics of the latest reply
+        initial_state = self.state if recurrent else None
         for t in range(T):
             self._obs[t] = self.obs
-            dist_inputs, values = model(self.obs)
+            if recurrent:
+                self._starts[t] = self.starts
+                dist_inputs, values, self.state = model.step(self.obs, self.state, self.starts)
+            else:
+                dist_inputs, values = model(self.obs)
             actions = model.sample(dist_inputs)
             self._actions[t] = actions
             self._values[t] = values
             te = time.perf_counter()
             obs, rewards, terminated, truncated, info = self.envs.step(action_to_env(actions, self.action_space))
             t_env += time.perf_counter() - te
+            if self.next_step_autoreset:
+                self._valid[t] = ~self._after_done
+                self._after_done = terminated | truncated
+            if scaler is not None:
+                rewards = scaler(rewards, terminated | truncated)
             self._rewards[t] = rewards
             self._terminated[t] = terminated
             self._truncated[t] = truncated
             if info:
                 self._record_episode_ends(t, terminated, truncated, info)
-            self.obs = self._to_device(obs)
-        bootstrap = model.value(self.obs)
+            if obs_stats is not None:
+                self._raw_obs_buf[t] = self._raw_obs
+                self._raw_obs = obs
+            self.obs = self._observe(obs) if obs_stats is not None else self._to_device(obs)
+            if recurrent:
+                self.starts = self._to_device(terminated | truncated)
+        bootstrap = model.step(self.obs, self.state, self.starts)[1] if recurrent else model.value(self.obs)
+        if obs_stats is not None:
+            seen = RunningMeanStd.of(self._raw_obs_buf.reshape(-1, *self._raw_obs_buf.shape[2:]))
+            self._seen_obs_stats = seen if self._seen_obs_stats is None else self._seen_obs_stats.merge_(seen)
+        valid = None
+        if self.next_step_autoreset:  # V(final obs) of an episode that ended at t is the value of row t + 1
+            self._final_values = torch.cat([self._values[1:], bootstrap.unsqueeze(0)])
+            valid = self._to_device(self._valid)
         self._time["env"] += t_env
         self._time["act"] += time.perf_counter() - t0 - t_env
         return Rollout(
@@ -201,13 +281,22 @@ class Worker:
             self._to_device(self._truncated),
             self._final_values,
             bootstrap,
+            self._starts if recurrent else None,
+            initial_state,
+            valid,
         )
 
     def _record_episode_ends(self, t: int, terminated: np.ndarray, truncated: np.ndarray, info: dict) -> None:
         cut = np.flatnonzero(truncated & ~terminated)
-        if cut.size:
-            final = self._to_device(final_observations(info, cut))
-            self._final_values[t, torch.from_numpy(cut).to(self.device)] = self.model.value(final)
+        if cut.size and not self.next_step_autoreset:
+            final = self._observe(final_observations(info, cut))
+            idx = torch.from_numpy(cut).to(self.device)
+            if self.recurrent:  # the state after step t is the one that would have read the final obs
+                state = tuple(s[idx] for s in self.state)
+                no_start = torch.zeros(cut.size, dtype=torch.bool, device=self.device)
+                self._final_values[t, idx] = self.model.step(final, state, no_start)[1]
+            else:
+                self._final_values[t, idx] = self.model.value(final)
         rets, lens = finished_episodes(info)
         self._returns += rets
         self._lengths += lens
@@ -228,13 +317,27 @@ class Worker:
             a.gamma,
             a.gae_lambda,
         )
+        mask = None if r.valid is None else r.valid.reshape(-1)
         if a.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        dist_inputs, values = self.model(r.obs.reshape(T * B, *r.obs.shape[2:]))
+            valid_adv = advantages if r.valid is None else advantages[r.valid]
+            advantages = (advantages - valid_adv.mean()) / (valid_adv.std() + 1e-8)
+        if r.initial_state is not None:  # replay the rollout from its initial state: BPTT through all T steps
+            state = tuple(s.clone() for s in r.initial_state)  # plain tensors, not inference-mode ones
+            dist_inputs, values, _ = self.model.forward_sequence(r.obs, state, r.starts)
+            dist_inputs, values = dist_inputs.reshape(T * B, -1), values.reshape(-1)
+        else:
+            dist_inputs, values = self.model(r.obs.reshape(T * B, *r.obs.shape[2:]))
         dist = self.model.distribution(dist_inputs)
         log_probs = dist.log_prob(r.actions.reshape(T * B, *r.actions.shape[2:]))
         loss = a2c_loss(
-            log_probs, dist.entropy(), values, advantages.reshape(-1), targets.reshape(-1), a.value_coef, a.entropy_coef
+            log_probs,
+            dist.entropy(),
+            values,
+            advantages.reshape(-1),
+            targets.reshape(-1),
+            a.value_coef,
+            a.entropy_coef,
+            mask,
         )
         self.flat.zero_grad_()
         loss.total.backward()
@@ -246,7 +349,10 @@ class Worker:
             "losses/entropy": float(loss.entropy.detach()),
             "losses/grad_norm": grad_norm,
         }
-        ev = explained_variance(r.values.reshape(-1), targets.reshape(-1))
+        predicted, target = r.values.reshape(-1), targets.reshape(-1)
+        if mask is not None:
+            predicted, target = predicted[mask], target[mask]
+        ev = explained_variance(predicted, target)
         if ev == ev:  # undefined (nan) when every target is equal
             stats["losses/explained_variance"] = ev
         stats.update({f"worker/{k}_s": v for k, v in self._time.items()})

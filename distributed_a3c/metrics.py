@@ -114,21 +114,14 @@ class ProgressSink:
     """A live rich progress bar: env steps, steps/s, mean return, ETA."""
 
     def __init__(self, total_steps: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = Progress(
             TextColumn("[bold]A3C"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[sps]:>7.0f} steps/s"),
-            TextColumn("return {task.fields[ret]}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.completed:>11,.0f} steps"),
+            TextColumn("{task.fields[sps]:>7,.0f}/s"),
+            TextColumn("return(100) {task.fields[ret]:>7}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),

@@ -53,12 +53,13 @@ def flatten_parameters_(module: nn.Module) -> FlatParameters:
 
 def flat_to_tensors(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
     """Split a flat vector into views shaped like `like` (the inverse of `torch.cat([t.flatten()])`)."""
+    need = sum(t.numel() for t in like)
+    if need != flat.numel():
+        raise ValueError(f"flat vector has {flat.numel()} elements, the tensors need {need}")
     out, offset = [], 0
     for t in like:
         out.append(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
-    if offset != flat.numel():
-        raise ValueError(f"flat vector has {flat.numel()} elements, the tensors need {offset}")
     return out
 
 

@@ -36,7 +36,7 @@ class AtariConfig:
     clip_rewards: bool = True
     """Train on sign(reward); metrics always report the raw game score."""
     fire_reset: bool = True
-    """Press FIRE on each reset in games whose second action is FIRE (e.g. Breakout)."""
+    """Press FIRE once after each game reset in games that have it (Breakout needs it to start)."""
     repeat_action_probability: float = 0.0
     """Sticky actions; 0 as in DeepMind's setup, 0.25 as in the v5 default (Machado et al. 2018)."""
     num_threads: int = 0
@@ -357,6 +357,13 @@ def _atari_errors(e: list[str], env: EnvConfig) -> None:
         env.normalize_obs,
         "false for ALE/... ids (uint8 frames; model=cnn scales them by 1/255)",
     )
+    _check(
+        e,
+        not (env.vectorization == "vector" and env.id.startswith("ALE/")),
+        "env.vectorization",
+        env.vectorization,
+        "sync or async for ALE/... ids: env.backend=ale_vector is ale_py's batched env, with env.atari applied",
+    )
 
 
 def env_id_error(env_id: str) -> str | None:
@@ -376,6 +383,7 @@ def env_id_error(env_id: str) -> str | None:
 ENV_EXTRAS = {
     "gymnasium.envs.box2d": ("Box2D", "box2d", ("Box2D",)),
     "gymnasium.envs.mujoco": ("MuJoCo", "mujoco", ("mujoco", "imageio")),
+    "ale_py.env": ("ale-py and OpenCV", "atari", ("ale_py", "cv2")),
 }
 """Entry-point module of a gymnasium env family -> (what it needs, the pip extra, modules to import)."""
 

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import torch
 
+from distributed_a3c.rl.normalize import RunningMeanStd
+
 WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """`server.wire_dtype` names -> the dtype gradients and weights travel in."""
 
@@ -26,6 +28,8 @@ class PushRequest:
     episode_lengths: list[int] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
     """Losses, gradient norm and time split of this rollout, for the logs."""
+    obs_stats: RunningMeanStd | None = None
+    """Moments of the raw observations of this rollout (env.normalize_obs), for the server to merge."""
 
 
 @dataclass
@@ -38,6 +42,8 @@ class PushReply:
     """True once training is over: the worker should exit."""
     status: str = "applied"
     """applied | accumulated | dropped (too stale) | rejected (invalid) | pulled."""
+    obs_stats: RunningMeanStd | None = None
+    """The server's merged observation statistics, which every worker normalizes with (env.normalize_obs)."""
 
 
 class ParameterStore(Protocol):

@@ -11,12 +11,14 @@ import threading
 import time
 from collections import Counter, deque
 
+import numpy as np
 import torch
 from torch import nn
 
 from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import WIRE_DTYPES, PushReply, PushRequest, completed
 from distributed_a3c.rl.grads import flatten_parameters_
+from distributed_a3c.rl.normalize import RunningMeanStd
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ class ParameterServer:
         self.last_stats: dict[int, dict[str, float]] = {}
         """The stats of each rank's latest push (e.g. its peak RSS so far)."""
         self._interval = _IntervalStats()
+        self.obs_stats: RunningMeanStd | None = None
+        """Master observation statistics merged from every worker's pushes (env.normalize_obs); None until
+        the first push that carries some."""
 
     @property
     def num_params(self) -> int:
@@ -79,7 +84,9 @@ class ParameterServer:
     # ----- the two calls a worker makes -------------------------------------------------------------
     def pull(self) -> PushReply:
         with self._lock:
-            return PushReply(self.version, self._wire_weights(), self.stop_reason is not None, "pulled")
+            return PushReply(
+                self.version, self._wire_weights(), self.stop_reason is not None, "pulled", self._obs_stats_copy()
+            )
 
     def _wire_weights(self) -> torch.Tensor:
         """A copy of the weights in the wire dtype (the live tensor must not be serialized while it changes)."""
@@ -96,7 +103,7 @@ class ParameterServer:
                 self._stop_told.notify_all()
             weights = None if req.version == self.version else self._wire_weights()
             self.busy_s += time.perf_counter() - t0
-            return PushReply(self.version, weights, self.stop_reason is not None, status)
+            return PushReply(self.version, weights, self.stop_reason is not None, status, self._obs_stats_copy())
 
     def push_async(self, req: PushRequest) -> torch.futures.Future[PushReply]:
         return completed(self.push(req))
@@ -109,6 +116,21 @@ class ParameterServer:
         self.pushes_by_rank[req.rank] += 1
         self.last_stats[req.rank] = req.stats
         self._interval.add(req.stats)
+        if req.obs_stats is not None:
+            self._merge_obs_stats(req.rank, req.obs_stats)
+
+    def _merge_obs_stats(self, rank: int, stats: RunningMeanStd) -> None:
+        """Fold a worker's rollout statistics into the master ones (parallel-variance merge)."""
+        if self.obs_stats is None:
+            self.obs_stats = RunningMeanStd.zeros(stats.mean.shape)
+        ok = stats.mean.shape == self.obs_stats.mean.shape == stats.var.shape and stats.count >= 0
+        if not ok or not (np.isfinite(stats.mean).all() and np.isfinite(stats.var).all()):
+            log.warning("ignored observation statistics from rank %d: wrong shape or non-finite values", rank)
+            return
+        self.obs_stats.merge_(stats)
+
+    def _obs_stats_copy(self) -> RunningMeanStd | None:
+        return None if self.obs_stats is None else self.obs_stats.copy()
 
     def _handle_gradient(self, req: PushRequest) -> str:
         error = self.gradient_error(req.grads)
@@ -243,6 +265,7 @@ class ParameterServer:
                 "env_steps": self.env_steps,
                 "episodes": self.episodes,
                 "returns": list(self.returns),
+                "obs_stats": None if self.obs_stats is None else self.obs_stats.state_dict(),
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -254,6 +277,8 @@ class ParameterServer:
             self.episodes = int(state["episodes"])
             self.returns.clear()
             self.returns.extend(state["returns"])
+            obs_stats = state.get("obs_stats")
+            self.obs_stats = None if obs_stats is None else RunningMeanStd.from_state_dict(obs_stats)
 
 
 class _IntervalStats:

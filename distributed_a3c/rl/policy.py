@@ -25,7 +25,7 @@ def _mlp(sizes: list[int], activation: str, out: int, out_gain: float) -> nn.Seq
     return nn.Sequential(*layers)
 
 
-def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+def _orthogonal(layer: nn.Linear | nn.Conv2d, gain: float) -> nn.Linear | nn.Conv2d:
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.zeros_(layer.bias)
     return layer
@@ -99,11 +99,160 @@ class MLPActorCritic(nn.Module):
         return Categorical(logits=dist_inputs, validate_args=False)
 
 
+class CNNActorCritic(nn.Module):
+    """The Nature CNN (Mnih et al. 2015) as one torso shared by a policy and a value head; categorical actions.
+
+    forward(obs[N, C, H, W] uint8 pixels) -> (logits [N, A], values [N]). Pixels are scaled to [0, 1]
+    here, so observations can stay uint8 until they reach the device. `hidden_sizes` are the widths of
+    the fully connected layers after the convolutions (Nature: [512]).
+    """
+
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden_sizes: list[int],
+        activation: str = "relu",
+        shared_torso: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 3 or min(obs_space.shape[1:]) < 36:
+            raise UnsupportedSpaceError(
+                f"observation space {obs_space} is not supported by model=cnn: it needs an image Box "
+                "(channels, height, width) of at least 36x36, e.g. an ALE/... env with frame stacking"
+            )
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise UnsupportedSpaceError(f"action space {action_space} is not supported by model=cnn: use Discrete")
+        if not shared_torso:
+            raise ValueError("model.shared_torso=False is invalid: must be true for model=cnn")
+        self.continuous = False
+        conv = nn.Sequential(
+            _orthogonal(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4), math.sqrt(2)),
+            nn.ReLU(),
+            _orthogonal(nn.Conv2d(32, 64, 4, stride=2), math.sqrt(2)),
+            nn.ReLU(),
+            _orthogonal(nn.Conv2d(64, 64, 3, stride=1), math.sqrt(2)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = conv(torch.zeros(1, *obs_space.shape)).shape[1]
+        sizes = [flat, *hidden_sizes]
+        layers: list[nn.Module] = [conv]
+        for a, b in zip(sizes[:-1], sizes[1:], strict=False):
+            layers += [_orthogonal(nn.Linear(a, b), math.sqrt(2)), ACTIVATIONS[activation]()]
+        self.torso = nn.Sequential(*layers)
+        self.policy_head = _orthogonal(nn.Linear(sizes[-1], int(action_space.n)), 0.01)
+        self.value_head = _orthogonal(nn.Linear(sizes[-1], 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.torso(obs / 255.0)
+        return self.policy_head(h), self.value_head(h).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.torso(obs / 255.0)).squeeze(-1)
+
+    def sample(self, dist_inputs: torch.Tensor) -> torch.Tensor:
+        """Gumbel-max sample of Categorical(logits=dist_inputs)."""
+        return (dist_inputs - torch.empty_like(dist_inputs).exponential_().log()).argmax(-1)
+
+    def distribution(self, dist_inputs: torch.Tensor) -> Distribution:
+        return Categorical(logits=dist_inputs, validate_args=False)
+
+
+class LSTMActorCritic(nn.Module):
+    """A3C's recurrent agent (Mnih et al. 2016, sec. 5.1): MLP encoder -> LSTM cell -> policy and value heads.
+
+    The recurrent state (h, c), each [B, lstm_size], belongs to the caller, one row per env. `starts[B]`
+    marks observations that begin an episode: their row of the state is zeroed before the observation
+    is read, so nothing leaks from one episode into the next. `step` acts on one time step;
+    `forward_sequence` replays a whole rollout [T, B] from the state it started with, so backward runs
+    through all T steps (truncated BPTT over the rollout). Actions: categorical or diagonal Gaussian with
+    a state-independent log-std, exactly as `MLPActorCritic`.
+    """
+
+    is_recurrent = True
+
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden_sizes: list[int],
+        activation: str = "tanh",
+        shared_torso: bool = True,
+        lstm_size: int = 128,
+    ) -> None:
+        super().__init__()
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise UnsupportedSpaceError(
+                f"observation space {obs_space} is not supported by model=lstm: it needs a flat Box"
+            )
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if isinstance(action_space, gym.spaces.Discrete):
+            n_out = int(action_space.n)
+        elif self.continuous and len(action_space.shape) == 1:
+            n_out = int(action_space.shape[0])
+        else:
+            raise UnsupportedSpaceError(f"action space {action_space} is not supported: use Discrete or a 1-D Box")
+        if not shared_torso:
+            raise ValueError("model.shared_torso=False is invalid: must be true for model=lstm")
+        sizes = [int(obs_space.shape[0]), *hidden_sizes]
+        self.encoder = _mlp(sizes[:-1], activation, sizes[-1], math.sqrt(2))
+        self.encoder.append(ACTIVATIONS[activation]())
+        self.lstm = nn.LSTMCell(sizes[-1], lstm_size)
+        nn.init.orthogonal_(self.lstm.weight_ih)
+        nn.init.orthogonal_(self.lstm.weight_hh)
+        nn.init.zeros_(self.lstm.bias_ih)
+        nn.init.zeros_(self.lstm.bias_hh)
+        self.lstm_size = lstm_size
+        self.policy_head = _orthogonal(nn.Linear(lstm_size, n_out), 0.01)
+        self.value_head = _orthogonal(nn.Linear(lstm_size, 1), 1.0)
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.zeros(n_out))
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero (h, c) for `batch_size` envs."""
+        h = torch.zeros(batch_size, self.lstm_size, device=device)
+        return h, torch.zeros_like(h)
+
+    def forward_sequence(
+        self, obs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """obs [T, B, obs_dim], state ([B, H], [B, H]), starts [T, B] bool
+        -> (distribution inputs [T, B, A], values [T, B], the state after step T-1)."""
+        T, B = starts.shape
+        x = self.encoder(obs.reshape(T * B, -1).float()).reshape(T, B, -1)
+        keep = (~starts.bool()).unsqueeze(-1).to(x.dtype)
+        h, c = state
+        hs = []
+        for t in range(T):
+            h, c = self.lstm(x[t], (h * keep[t], c * keep[t]))
+            hs.append(h)
+        out = torch.stack(hs)
+        return self.policy_head(out), self.value_head(out).squeeze(-1), (h, c)
+
+    def step(
+        self, obs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One time step: obs [B, obs_dim], starts [B] -> (distribution inputs [B, A], values [B], next state)."""
+        dist_inputs, values, state = self.forward_sequence(obs.unsqueeze(0), state, starts.unsqueeze(0))
+        return dist_inputs[0], values[0], state
+
+    forward = step
+    # The same action heads as the MLP: Gumbel-max / Gaussian sampling and the matching distributions.
+    sample = MLPActorCritic.sample
+    distribution = MLPActorCritic.distribution
+
+
 def build_policy(name: str, obs_space: gym.Space, action_space: gym.Space, **kwargs) -> nn.Module:
     """The actor-critic named by `model.name` for these spaces."""
     if name == "mlp":
         return MLPActorCritic(obs_space, action_space, **kwargs)
-    raise ValueError(f"model.name={name!r} is invalid: must be one of mlp")
+    if name == "cnn":
+        return CNNActorCritic(obs_space, action_space, **kwargs)
+    if name == "lstm":
+        return LSTMActorCritic(obs_space, action_space, **kwargs)
+    raise ValueError(f"model.name={name!r} is invalid: must be one of mlp, cnn, lstm")
 
 
 def action_to_env(action: torch.Tensor, action_space: gym.Space) -> np.ndarray:

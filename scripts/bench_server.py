@@ -1,0 +1,484 @@
+"""Parameter-server throughput: synthetic clients push flat gradients over loopback RPC, no environments.
+
+    python scripts/bench_server.py                                   # mlp + atari sizes, 1/4/16/64 clients, 3 s each
+    python scripts/bench_server.py --sizes atari --clients 1,2,4,8,16,32,64 --seconds 5 --out server.json
+    python scripts/bench_server.py server.wire_dtype=bfloat16 optim=rmsprop     # Hydra overrides for the server
+
+Each configuration is a fresh RPC world on 127.0.0.1: rank 0 hosts the real `ParameterServer` behind
+`distributed_a3c.distributed.rpc` (the same `serve`/`init` as a training run), ranks 1.. are client
+processes, each running several threads when there are more clients than `--max-procs`. Every client
+thread loops `RemoteParameterStore.push` with a fixed random gradient of the model's size and keeps the
+version of each reply, as a worker does, so the server applies every push and answers with fresh weights.
+
+Sizes: `mlp` is the default CartPole actor-critic built from the composed config (~9k floats); `atari`
+is model=cnn, the Nature CNN for 4x84x84 frames and 6 actions (~1.7M floats). The server keeps every push
+(server.max_staleness is raised unless you override it) so each push costs one optimizer step.
+
+Pushes/s counts pushes completed inside the measured window (after --warmup) by all clients; latency is
+client-side round trip (send gradient, server update, receive weights) of pushes started in the window.
+The ceiling is the client count after which pushes/s grows by less than --saturation (default 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = ("mlp", "atari")
+ATARI_OBS = (4, 84, 84)
+ATARI_ACTIONS = 6
+DEFAULT_OVERRIDES = ["server.max_staleness=1000000000"]
+
+
+# ----- the models whose size the gradients have ----------------------------------------------------------
+def build_sized_model(size: str, overrides: list[str]):
+    """(model, where it came from) for `size`: the real policy, or a Nature-CNN stand-in if model=cnn is missing."""
+    import gymnasium as gym
+    import numpy as np
+
+    from distributed_a3c.distributed.roles import env_spaces
+    from distributed_a3c.rl.policy import build_policy
+    from distributed_a3c.train import precheck
+    from distributed_a3c.worker import build_model
+
+    if size == "mlp":
+        cfg = precheck(overrides)
+        return build_model(cfg, *env_spaces(cfg)), f"model={cfg.model.name} for {cfg.env.id} (composed config)"
+    obs = gym.spaces.Box(0, 255, ATARI_OBS, np.uint8)
+    act = gym.spaces.Discrete(ATARI_ACTIONS)
+    try:
+        model = build_policy("cnn", obs, act, hidden_sizes=[512], activation="relu", shared_torso=True)
+        return model, f"model=cnn (rl/policy.py) for {ATARI_OBS} frames, {ATARI_ACTIONS} actions"
+    except (ValueError, TypeError):
+        return _nature_cnn_stand_in(), f"stand-in Nature CNN for {ATARI_OBS} frames, {ATARI_ACTIONS} actions"
+
+
+def _nature_cnn_stand_in():
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(ATARI_OBS[0], 32, 8, stride=4),
+        nn.Conv2d(32, 64, 4, stride=2),
+        nn.Conv2d(64, 64, 3, stride=1),
+        nn.Linear(64 * 7 * 7, 512),
+        nn.Linear(512, ATARI_ACTIONS + 1),  # policy logits + value
+    )
+
+
+# ----- child processes --------------------------------------------------------------------------------------
+def child_server(args: argparse.Namespace) -> None:
+    import torch
+
+    from distributed_a3c.config import TrainConfig
+    from distributed_a3c.distributed import rpc as rpc_edge
+    from distributed_a3c.server import ParameterServer
+    from distributed_a3c.train import precheck
+    from distributed_a3c.worker import peak_rss_mb
+
+    torch.set_num_threads(1)
+    cfg = precheck(args.overrides)
+    model, _ = build_sized_model(args.size, args.overrides)
+    never = TrainConfig(total_env_steps=2**62, target_return=None, max_minutes=None)
+    server = ParameterServer(model, cfg.optim, cfg.server, never)
+    rpc_edge.serve(server)
+    rpc_edge.init(0, args.world, cfg.rpc)
+    t0, busy0 = time.monotonic(), server.busy_s
+    rpc_edge.shutdown(timeout_s=args.warmup + args.seconds + 120)
+    elapsed = time.monotonic() - t0
+    _write(
+        args.result,
+        {
+            "numel": server.num_params,
+            "pushes": sum(server.pushes_by_rank.values()),
+            "busy_fraction": (server.busy_s - busy0) / max(elapsed, 1e-9),
+            "staleness": server.staleness_summary(),
+            "dropped": server.dropped,
+            "rejected": server.rejected,
+            "peak_rss_mb": peak_rss_mb(),
+            "rpc_threads": cfg.rpc.num_threads,
+            "wire_dtype": cfg.server.wire_dtype,
+            "optim": cfg.optim.name,
+        },
+    )
+
+
+def child_client(args: argparse.Namespace) -> None:
+    import torch
+
+    from distributed_a3c.distributed import rpc as rpc_edge
+    from distributed_a3c.messages import WIRE_DTYPES, PushRequest
+    from distributed_a3c.train import precheck
+    from distributed_a3c.worker import peak_rss_mb
+
+    torch.set_num_threads(1)
+    cfg = precheck(args.overrides)
+    grads = (torch.randn(args.numel) * 1e-3).to(WIRE_DTYPES[cfg.server.wire_dtype])
+    rpc_edge.init(args.rank, args.world, cfg.rpc)
+    store = rpc_edge.RemoteParameterStore(torch.device("cpu"))
+    t_start = time.perf_counter() + args.warmup
+    t_end = t_start + args.seconds
+    latencies: list[list[float]] = [[] for _ in range(args.threads)]
+    completed = [0] * args.threads
+    errors: list[str] = []
+
+    def client(i: int) -> None:
+        try:
+            version = store.pull().version
+            while (a := time.perf_counter()) < t_end:
+                reply = store.push(PushRequest(rank=args.rank, version=version, grads=grads, env_steps=0))
+                b = time.perf_counter()
+                version = reply.version
+                if a >= t_start:
+                    latencies[i].append(1e3 * (b - a))
+                if t_start <= b <= t_end:
+                    completed[i] += 1
+        except Exception as e:  # reported, and the parent fails the configuration
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rpc_edge.shutdown(timeout_s=120)
+    _write(
+        args.result,
+        {
+            "completed": sum(completed),
+            "latencies_ms": [x for lat in latencies for x in lat],
+            "errors": errors,
+            "peak_rss_mb": peak_rss_mb(),
+        },
+    )
+
+
+def _write(path: str, result: dict[str, Any]) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+
+
+# ----- one configuration: 1 server + client processes -------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def split_clients(clients: int, max_procs: int) -> list[int]:
+    """Threads per client process: `clients` spread over at most `max_procs` processes."""
+    procs = min(clients, max_procs)
+    return [clients // procs + (i < clients % procs) for i in range(procs)]
+
+
+def run_config(size: str, numel: int, clients: int, args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    threads = split_clients(clients, args.max_procs)
+    world = 1 + len(threads)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "TP_SOCKET_IFNAME": "lo"}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    env.pop("LOCAL_RANK", None)
+    timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds)]
+    with tempfile.TemporaryDirectory(prefix="a3c-bench-server-") as tmp:
+        d = Path(tmp)
+        specs = [["--child", "server", "--size", size, "--world", str(world)]]
+        for rank, n in enumerate(threads, start=1):
+            specs.append(["--child", "client", "--rank", str(rank), "--threads", str(n), "--numel", str(numel)])
+            specs[-1] += ["--world", str(world)]
+        procs = []
+        try:
+            for i, spec in enumerate(specs):
+                log = open(d / f"rank{i}.log", "w")  # noqa: SIM115 (closed with the process)
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    *spec,
+                    *timing,
+                    "--result",
+                    str(d / f"rank{i}.json"),
+                ]
+                procs.append(
+                    (
+                        subprocess.Popen(
+                            [*cmd, *overrides], cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+                        ),
+                        log,
+                    )
+                )
+            deadline = time.monotonic() + args.timeout
+            while any(p.poll() is None for p, _ in procs):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{size}, {clients} clients: still running after {args.timeout:g} s")
+                time.sleep(0.05)
+            failed = [i for i, (p, _) in enumerate(procs) if p.returncode != 0]
+            if failed:
+                raise RuntimeError(
+                    f"{size}, {clients} clients: rank {failed[0]} exited with {procs[failed[0]][0].returncode}"
+                )
+        except BaseException as e:
+            for p, _ in procs:
+                _kill_group(p)
+            logs = "\n".join(f"--- rank {i}\n{_tail(d / f'rank{i}.log')}" for i in range(len(procs)))
+            if isinstance(e, RuntimeError):
+                raise RuntimeError(f"{e}\n{logs}") from None
+            raise
+        finally:
+            for _, log in procs:
+                log.close()
+        results = [json.loads((d / f"rank{i}.json").read_text()) for i in range(world)]
+    server, client_results = results[0], results[1:]
+    errors = [e for c in client_results for e in c["errors"]]
+    if errors:
+        raise RuntimeError(f"{size}, {clients} clients: a client failed: {errors[0]}")
+    lat = sorted(x for c in client_results for x in c["latencies_ms"])
+    pushes_per_s = sum(c["completed"] for c in client_results) / args.seconds
+    bytes_per_push = numel * _dtype_bytes(server["wire_dtype"]) * 2  # gradient up, weights down
+    return {
+        "clients": clients,
+        "procs": len(threads),
+        "threads_per_proc": max(threads),
+        "pushes_per_s": pushes_per_s,
+        "latency_ms_p50": quantile(lat, 0.50),
+        "latency_ms_p99": quantile(lat, 0.99),
+        "latency_ms_mean": sum(lat) / len(lat) if lat else None,
+        "latency_ms_max": lat[-1] if lat else None,
+        "payload_mb_per_s": pushes_per_s * bytes_per_push / 2**20,
+        "server_busy_fraction": server["busy_fraction"],
+        "staleness_mean": server["staleness"].get("mean"),
+        "staleness_p99": server["staleness"].get("p99"),
+        "dropped_pushes": server["dropped"],
+        "peak_rss_mb_server": server["peak_rss_mb"],
+        "peak_rss_mb_client_max": max(c["peak_rss_mb"] for c in client_results),
+        "server_numel": server["numel"],
+        "wire_dtype": server["wire_dtype"],
+        "rpc_threads": server["rpc_threads"],
+        "optim": server["optim"],
+    }
+
+
+def _dtype_bytes(name: str) -> int:
+    return 4 if name == "float32" else 2
+
+
+def quantile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank quantile of an ascending list."""
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def ceiling(configs: list[dict[str, Any]], saturation: float) -> dict[str, Any]:
+    """The best pushes/s, and the client count after which more clients add less than `saturation` of it."""
+    best = max(configs, key=lambda c: c["pushes_per_s"])
+    knee = configs[-1]
+    for cur, nxt in zip(configs, configs[1:], strict=False):
+        if nxt["pushes_per_s"] < (1 + saturation) * cur["pushes_per_s"]:
+            knee = cur
+            break
+    return {
+        "max_pushes_per_s": best["pushes_per_s"],
+        "at_clients": best["clients"],
+        "saturates_at_clients": knee["clients"],
+        "saturated": knee is not configs[-1],
+        "rule": f"first client count whose next count adds < {100 * saturation:g}% pushes/s",
+    }
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text().strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def finite_json(v: Any) -> Any:
+    """`v` with every non-finite float (nan, inf) as None, so the file is strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: finite_json(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [finite_json(x) for x in v]
+    return v
+
+
+# ----- output ------------------------------------------------------------------------------------------------
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    out = []
+    head = ["clients", "procs x thr", "pushes/s", "gain", "p50 ms", "p99 ms", "MiB/s", "srv busy", "stale mean/p99"]
+    for size, s in results["sizes"].items():
+        body, prev = [], None
+        for c in s["configs"]:
+            gain = c["pushes_per_s"] / prev if prev else None
+            prev = c["pushes_per_s"]
+            body.append(
+                [
+                    str(c["clients"]),
+                    f"{c['procs']} x {c['threads_per_proc']}",
+                    _f(c["pushes_per_s"], ".0f"),
+                    _f(gain, ".2f"),
+                    _f(c["latency_ms_p50"], ".2f"),
+                    _f(c["latency_ms_p99"], ".2f"),
+                    _f(c["payload_mb_per_s"], ".0f"),
+                    _f(c["server_busy_fraction"], ".2f"),
+                    f"{_f(c['staleness_mean'], '.1f')}/{_f(c['staleness_p99'], 'd')}",
+                ]
+            )
+        cl = s["ceiling"]
+        title = f"{size}: {s['numel']:,} floats ({s['source']}); best {cl['max_pushes_per_s']:.0f} pushes/s, " + (
+            f"saturates at {cl['saturates_at_clients']} clients"
+            if cl["saturated"]
+            else f"no ceiling up to {cl['saturates_at_clients']} clients"
+        )
+        out.append((title, head, body))
+    return out
+
+
+def print_tables(results: dict[str, Any], plain: bool) -> None:
+    try:
+        if plain:
+            raise ImportError
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        for title, head, body in tables(results):
+            widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
+            print(f"\n{title}")
+            for row in [head, *body]:
+                print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        return
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for title, head, body in tables(results):
+        table = Table(title=title)
+        for h in head:
+            table.add_column(h, justify="right")
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+
+
+# ----- command line ------------------------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: need at least one count, each >= 1")
+    return values
+
+
+def _size_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in SIZES]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be a comma-separated subset of {','.join(SIZES)}")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the server config (server.*, optim.*, rpc.*)")
+    p.add_argument("--sizes", type=_size_list, default=list(SIZES), help="mlp,atari (default both)")
+    p.add_argument("--clients", type=_int_list, default=[1, 4, 16, 64], help="client counts (default 1,4,16,64)")
+    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per configuration (default 3)")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before that (default 1)")
+    p.add_argument("--max-procs", type=int, default=8, help="client processes at most; more clients become threads")
+    p.add_argument("--saturation", type=float, default=0.10, help="growth below which pushes/s has stopped growing")
+    p.add_argument("--timeout", type=float, default=None, help="kill a configuration after this many seconds")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
+    g = p.add_argument_group("internal")
+    g.add_argument("--child", choices=["server", "client"], help=argparse.SUPPRESS)
+    g.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
+    g.add_argument("--world", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--rank", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--numel", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--result", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)
+    if args.child == "server":
+        child_server(args)
+        return 0
+    if args.child == "client":
+        child_client(args)
+        return 0
+    # SIGTERM unwinds like Ctrl-C, so the child process groups (own sessions) are killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.max_procs < 1:
+        parser().error("--max-procs must be >= 1")
+    if args.timeout is None:
+        args.timeout = args.warmup + args.seconds + 180
+    overrides = DEFAULT_OVERRIDES + list(args.overrides)
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m_at_start": os.getloadavg()[0],
+            "overrides": overrides,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "max_procs": args.max_procs,
+        },
+        "sizes": {},
+    }
+    for size in args.sizes:
+        model, source = build_sized_model(size, overrides)
+        numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        configs = []
+        for clients in args.clients:
+            print(f"bench_server: {size} ({numel:,} floats), {clients} clients ...", file=sys.stderr, flush=True)
+            configs.append(run_config(size, numel, clients, args, overrides))
+        results["sizes"][size] = {
+            "numel": numel,
+            "source": source,
+            "configs": configs,
+            "ceiling": ceiling(configs, args.saturation),
+        }
+    print_tables(results, args.plain)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(finite_json(results), indent=2, allow_nan=False) + "\n")
+        print(f"bench_server: wrote {args.out}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

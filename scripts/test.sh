@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Set up (first run only, with the dev extra) and run the test suite. Extra arguments go to pytest:
+# Set up (first run only, with the dev and env extras) and run the test suite. Extra arguments go to pytest:
 #   scripts/test.sh                 # everything
 #   scripts/test.sh tests/unit -q   # a subset
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/_setup.sh" "dev"
+# The env-family extras too: their tests must run, not skip.
+"$ROOT/scripts/_setup.sh" "dev,atari,box2d,mujoco"
 cd "$ROOT"
 set +e
 "${A3C_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"

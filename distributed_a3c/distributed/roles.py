@@ -92,8 +92,10 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     rpc_edge.init(rank, world_size, cfg.rpc, device_map)
     try:
         worker.run()
-    finally:
-        rpc_edge.shutdown()
+    except BaseException:
+        rpc_edge.shutdown(graceful=False)  # the server may be gone: don't wait for it at a barrier
+        raise
+    rpc_edge.shutdown()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import uuid
@@ -10,6 +11,18 @@ from collections.abc import Callable
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+
+class _DropTraceback(logging.Filter):
+    """Keep the launcher's log line about a failed rank, drop the traceback of its own join() call.
+
+    That traceback is torch's internals; the rank has already said what went wrong in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
 
 
 def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> int:
@@ -33,12 +46,15 @@ def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> 
         # only waits for its ranks (it still tears them down on SIGTERM/SIGHUP/SIGQUIT).
         signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_DropTraceback())
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         elastic_launch(config, entry)(*args)
     except SignalException as e:
-        print(f"a3c-train: stopped by {signal.Signals(e.sigval).name}; rank 0 wrote its checkpoint and summary",
-              file=sys.stderr)
+        print(
+            f"a3c-train: stopped by {signal.Signals(e.sigval).name}; rank 0 wrote its checkpoint and summary",
+            file=sys.stderr,
+        )
         return 128 + int(e.sigval)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()

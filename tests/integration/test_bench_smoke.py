@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -42,7 +42,9 @@ def _tagged_pids(token: str) -> list[int]:
     return pids
 
 
-def run_script(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+def run_script(
+    args: list[str], timeout_s: float, make_env: Callable[..., dict[str, str]]
+) -> subprocess.CompletedProcess:
     """Run a harness in its own process group and make sure nothing it started outlives it.
 
     The harness starts its jobs in sessions of their own, so on timeout it gets SIGTERM first (it then
@@ -53,7 +55,7 @@ def run_script(args: list[str], timeout_s: float) -> subprocess.CompletedProcess
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
-        env=child_env(**{TOKEN_VAR: token}),
+        env=make_env(**{TOKEN_VAR: token}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -91,7 +93,7 @@ def finite(value: object) -> bool:
 
 
 @pytest.mark.timeout(360)
-def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
+def test_bench_runs_and_writes_json(tmp_path: Path, make_env: Callable[..., dict[str, str]]) -> None:
     out, png = tmp_path / "bench.json", tmp_path / "scaling.png"
     r = run_script(
         [
@@ -108,6 +110,7 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
             "worker.envs_per_worker=4",
         ],
         timeout_s=300,
+        make_env=make_env,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "throughput" in r.stdout and "ratios" in r.stdout
@@ -136,7 +139,7 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(360)
-def test_bench_server_runs_and_writes_json(tmp_path: Path) -> None:
+def test_bench_server_runs_and_writes_json(tmp_path: Path, make_env: Callable[..., dict[str, str]]) -> None:
     out = tmp_path / "server.json"
     r = run_script(
         [
@@ -156,6 +159,7 @@ def test_bench_server_runs_and_writes_json(tmp_path: Path) -> None:
             str(out),
         ],
         timeout_s=300,
+        make_env=make_env,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())

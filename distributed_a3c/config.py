@@ -70,7 +70,8 @@ class EnvConfig:
 @dataclass
 class ModelConfig:
     name: str = "mlp"
-    """Actor-critic architecture: `mlp`, or `cnn` (Nature CNN, for image observations such as Atari)."""
+    """Actor-critic architecture: `mlp`, `lstm` (MLP encoder -> LSTM cell, A3C's recurrent agent), or `cnn`
+    (Nature CNN, for image observations such as Atari)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """Widths of the hidden layers of the MLP torso."""
     activation: str = "tanh"
@@ -322,10 +323,10 @@ def _vector_errors(e: list[str], cfg: Config) -> None:
     import gymnasium as gym
 
     if gym.spec(cfg.env.id).vector_entry_point is None:
-        e.append(f"env.vectorization='vector' is invalid for env.id={cfg.env.id!r}: it has no batched "
-                 "implementation; use sync or async")
-    if cfg.model.name == "lstm":
-        e.append("env.vectorization='vector' is invalid with model=lstm: use sync or async")
+        e.append(
+            f"env.vectorization='vector' is invalid for env.id={cfg.env.id!r}: it has no batched "
+            "implementation; use sync or async"
+        )
 
 
 def _atari_errors(e: list[str], env: EnvConfig) -> None:

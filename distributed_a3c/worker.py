@@ -260,8 +260,9 @@ class Worker:
                 self._raw_obs_buf[t] = self._raw_obs
                 self._raw_obs = obs
             self.obs = self._observe(obs) if obs_stats is not None else self._to_device(obs)
-            if recurrent:
-                self.starts = self._to_device(terminated | truncated)
+            if recurrent:  # which envs begin an episode with the observation just returned
+                begun = ~self._valid[t] if self.next_step_autoreset else terminated | truncated
+                self.starts = self._to_device(begun)
         bootstrap = model.step(self.obs, self.state, self.starts)[1] if recurrent else model.value(self.obs)
         if obs_stats is not None:
             seen = RunningMeanStd.of(self._raw_obs_buf.reshape(-1, *self._raw_obs_buf.shape[2:]))

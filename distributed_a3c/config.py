@@ -51,8 +51,9 @@ class EnvConfig:
     """Who steps the envs: `gymnasium` (python wrappers in a vector env, any id), or for ALE ids only
     `ale_vector` (ale_py's threaded C++ vector env) or `envpool`. All give the same observations and infos."""
     vectorization: str = "sync"
-    """How a worker batches its envs: `sync` (python loop in one process), `async` (subprocesses), or
-    `vector` (the env's own batched implementation, e.g. CartPole's numpy one: several times faster)."""
+    """How a worker batches its envs: `sync` (python loop in one process), `async` (subprocesses),
+    `vector` (the env's own batched implementation, e.g. CartPole's numpy one: several times faster), or
+    `auto` (vector where the env has one, else sync)."""
     max_episode_steps: int | None = None
     """Override the env's time limit; null keeps the registered one."""
     normalize_obs: bool = False
@@ -209,7 +210,7 @@ class Config:
 
 MODELS = ("mlp", "cnn", "lstm")
 OPTIMIZERS = ("adam", "rmsprop")
-VECTORIZATIONS = ("sync", "async", "vector")
+VECTORIZATIONS = ("sync", "async", "vector", "auto")
 ENV_BACKENDS = ("gymnasium", "ale_vector", "envpool")
 ACTIVATIONS = ("tanh", "relu")
 WANDB_MODES = ("offline", "online", "disabled")

@@ -59,10 +59,10 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int) -> gym.vector.Vect
     """`num_envs` copies of `cfg.id`, reset with seeds seed, seed+1, ..."""
     if cfg.backend != "gymnasium":  # ale_vector / envpool: C++ vector envs for Atari
         return make_native_vector_env(cfg, num_envs, seed)
-    if cfg.vectorization == "vector":
+    if vectorization_mode(cfg) == "vector":
         return _make_native_gym_vector_env(cfg, num_envs, seed)
     fns = [make_env_fn(cfg) for _ in range(num_envs)]
-    if cfg.vectorization == "async":
+    if vectorization_mode(cfg) == "async":
         envs = gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     else:
         envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
@@ -85,6 +85,13 @@ def _make_native_gym_vector_env(cfg: EnvConfig, num_envs: int, seed: int) -> gym
     envs.reset(seed=seed)
     envs.action_space.seed(seed)
     return envs
+
+
+def vectorization_mode(cfg: EnvConfig) -> str:
+    """`env.vectorization` with `auto` resolved: the env's own batched implementation if it has one."""
+    if cfg.vectorization == "auto":
+        return "vector" if has_native_vector_env(cfg.id) else "sync"
+    return cfg.vectorization
 
 
 def has_native_vector_env(env_id: str) -> bool:

@@ -86,6 +86,21 @@ def _same(expected, actual) -> bool:
     return expected == actual
 
 
+def _keys_set_by_env_preset(overrides: list[str]) -> set[str]:
+    """Dotted keys the env preset of this composition sets (env presets are `# @package _global_`)."""
+    env = next((o.split("=", 1)[1] for o in overrides if o.startswith("env=")), _default_option("env"))
+    values = OmegaConf.to_container(OmegaConf.load(CONF / "env" / f"{env}.yaml"), resolve=True)
+    return {key for key, _ in _leaves(values or {})}
+
+
+def test_env_presets_can_tune_the_optimizer():
+    """The defaults list puts env/ after optim/: a preset's optim.lr beats the optimizer file's."""
+    cfg = train.to_config(_compose([]))
+    preset = OmegaConf.load(CONF / "env" / f"{_default_option('env')}.yaml")
+    assert cfg.optim.lr == float(preset.optim.lr)
+    assert cfg.optim.lr != float(OmegaConf.load(CONF / "optim" / "adam.yaml").lr)
+
+
 def test_every_group_is_discovered():
     assert {"env", "model", "optim", "logger"} <= set(GROUPS)
     assert len(OPTIONS) >= 8
@@ -106,11 +121,15 @@ def test_every_option_composes_into_a_valid_config(group, name):
         break
     assert cfg is not None, "no combination of the other groups validates:\n" + "\n".join(failures)
     assert isinstance(cfg, Config)
-    # Every value the file sets reached the Config (no later group silently overrides it).
+    # Every value the file sets reached the Config; the only group allowed to override another's values is
+    # env/, which conf/config.yaml lists after model/ and optim/ so that env presets can tune them.
     values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     package = _package(path, group)
     prefix = f"{package}." if package else ""
+    tuned_by_env = set() if group in ("env", "experiment") else _keys_set_by_env_preset(overrides)
     for key, expected in _leaves(values or {}):
+        if prefix + key in tuned_by_env:
+            continue
         actual = _lookup(cfg, prefix + key)
         if dataclasses.is_dataclass(actual):
             actual = dataclasses.asdict(actual)

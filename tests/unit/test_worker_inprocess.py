@@ -65,7 +65,16 @@ def test_worker_learns_cartpole_against_in_process_server():
 
 
 def test_truncated_steps_bootstrap_from_the_final_observation():
-    cfg = _config(["env=cartpole", "env.max_episode_steps=10", "worker.envs_per_worker=4", "worker.rollout_len=5"])
+    # SAME_STEP autoreset (sync): the final observation comes in info; test_next_step_autoreset.py covers vector.
+    cfg = _config(
+        [
+            "env=cartpole",
+            "env.vectorization=sync",
+            "env.max_episode_steps=10",
+            "worker.envs_per_worker=4",
+            "worker.rollout_len=5",
+        ]
+    )
     server, worker = _in_process(cfg)
     infos: list[dict] = []
     step = worker.envs.step

@@ -131,6 +131,9 @@ class WorkerConfig:
 class ServerConfig:
     accumulate: int = 1
     """Sum this many pushes into one optimizer step (Lapan's GRAD_BATCH); 1 applies each push as it arrives."""
+    fold: bool = False
+    """Sum the pushes that arrive while an optimizer step runs into the next step (one step for the
+    batch instead of one each): more pushes/s when the step is slow (big models, many workers)."""
     max_staleness: int = 100
     """Drop pushes computed on weights more than this many versions old (counted as dropped)."""
     device: str = "cpu"
@@ -277,6 +280,13 @@ def config_errors(cfg: Config) -> list[str]:
     _check(e, cfg.worker.rollout_len >= 1, "worker.rollout_len", cfg.worker.rollout_len, ">= 1")
     _check(e, cfg.worker.torch_threads >= 1, "worker.torch_threads", cfg.worker.torch_threads, ">= 1")
     _check(e, cfg.server.accumulate >= 1, "server.accumulate", cfg.server.accumulate, ">= 1")
+    _check(
+        e,
+        not (cfg.server.fold and cfg.server.accumulate > 1),
+        "server.fold",
+        cfg.server.fold,
+        "false when server.accumulate > 1 (both sum pushes into one step; pick one)",
+    )
     _check(e, cfg.server.max_staleness >= 0, "server.max_staleness", cfg.server.max_staleness, ">= 0")
     _choice(e, "server.device", cfg.server.device, SERVER_DEVICES)
     _choice(e, "server.wire_dtype", cfg.server.wire_dtype, WIRE_DTYPE_NAMES)

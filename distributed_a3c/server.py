@@ -55,6 +55,9 @@ class ParameterServer:
         self.wire_dtype = WIRE_DTYPES[server_cfg.wire_dtype]
         self._lock = threading.Lock()
         self._stop_told = threading.Condition(self._lock)
+        self._step_lock = threading.Lock()  # server.fold: one optimizer step at a time
+        self._batches_started = 0
+        self._batches_applied = 0
         self.told_to_stop: set[int] = set()
         self._accum = torch.zeros_like(self.flat.weights)
         self._accum_count = 0
@@ -93,17 +96,55 @@ class ParameterServer:
         return self.flat.weights.to(self.wire_dtype, copy=True)
 
     def push(self, req: PushRequest) -> PushReply:
+        if self.cfg.fold:
+            return self._push_folded(req)
         with self._lock:
             t0 = time.perf_counter()
             self._record(req)
-            status = self._handle_gradient(req)
-            self._check_stop()
-            if self.stop_reason is not None:
-                self.told_to_stop.add(req.rank)
-                self._stop_told.notify_all()
-            weights = None if req.version == self.version else self._wire_weights()
+            reply = self._reply(req, self._handle_gradient(req))
             self.busy_s += time.perf_counter() - t0
-            return PushReply(self.version, weights, self.stop_reason is not None, status, self._obs_stats_copy())
+            return reply
+
+    def _reply(self, req: PushRequest, status: str) -> PushReply:
+        """The answer to `req` (call with the lock held): version, fresh weights if they changed, stop."""
+        self._check_stop()
+        if self.stop_reason is not None:
+            self.told_to_stop.add(req.rank)
+            self._stop_told.notify_all()
+        weights = None if req.version == self.version else self._wire_weights()
+        return PushReply(self.version, weights, self.stop_reason is not None, status, self._obs_stats_copy())
+
+    def _push_folded(self, req: PushRequest) -> PushReply:
+        """server.fold: pushes that arrive while an optimizer step runs are summed into the next step.
+
+        A push joins the batch that is filling; the first of its pushes to get the step lock applies the
+        whole batch in one optimizer step, the others find their batch applied and only reply.
+        """
+        with self._lock:
+            t0 = time.perf_counter()
+            self._record(req)
+            status = self._validate_and_check_staleness(req)
+            if status is None:
+                self._accum.add_(req.grads.to(self.device, torch.float32, non_blocking=True))
+                self._accum_count += 1
+                batch = self._batches_started
+            self.busy_s += time.perf_counter() - t0
+        if status is None:
+            with self._step_lock, self._lock:
+                t0 = time.perf_counter()
+                if self._batches_applied <= batch:
+                    self._step(self._accum)
+                    self._accum.zero_()
+                    self._accum_count = 0
+                    self._batches_started += 1
+                    self._batches_applied = self._batches_started
+                self.busy_s += time.perf_counter() - t0
+            status = "applied"
+        with self._lock:
+            t0 = time.perf_counter()
+            reply = self._reply(req, status)
+            self.busy_s += time.perf_counter() - t0
+            return reply
 
     def push_async(self, req: PushRequest) -> torch.futures.Future[PushReply]:
         return completed(self.push(req))
@@ -132,7 +173,8 @@ class ParameterServer:
     def _obs_stats_copy(self) -> RunningMeanStd | None:
         return None if self.obs_stats is None else self.obs_stats.copy()
 
-    def _handle_gradient(self, req: PushRequest) -> str:
+    def _validate_and_check_staleness(self, req: PushRequest) -> str | None:
+        """'rejected' or 'dropped' (counted), or None when the gradient is to be applied."""
         error = self.gradient_error(req.grads)
         if error is not None:
             self.rejected += 1
@@ -146,6 +188,12 @@ class ParameterServer:
             self.dropped += 1
             self._interval.dropped += 1
             return "dropped"
+        return None
+
+    def _handle_gradient(self, req: PushRequest) -> str:
+        refused = self._validate_and_check_staleness(req)
+        if refused is not None:
+            return refused
         grads = req.grads.to(self.device, torch.float32, non_blocking=True)
         if self.cfg.accumulate == 1:
             self._step(grads)

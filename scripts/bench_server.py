@@ -364,26 +364,9 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
 
 
 def print_tables(results: dict[str, Any], plain: bool) -> None:
-    try:
-        if plain:
-            raise ImportError
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        for title, head, body in tables(results):
-            widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
-            print(f"\n{title}")
-            for row in [head, *body]:
-                print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-        return
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    for title, head, body in tables(results):
-        table = Table(title=title)
-        for h in head:
-            table.add_column(h, justify="right")
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
+    from _tables import print_tables as print_formatted  # scripts/ is on sys.path when a script runs
+
+    print_formatted(tables(results), plain, first_column_left=False)
 
 
 # ----- command line ------------------------------------------------------------------------------------------

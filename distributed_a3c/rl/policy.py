@@ -31,6 +31,22 @@ def _orthogonal(layer: nn.Linear | nn.Conv2d, gain: float) -> nn.Linear | nn.Con
     return layer
 
 
+def _require_flat_box(obs_space: gym.Space, model_name: str) -> None:
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UnsupportedSpaceError(
+            f"observation space {obs_space} is not supported by model={model_name}: it needs a flat Box"
+        )
+
+
+def action_outputs(action_space: gym.Space) -> tuple[bool, int]:
+    """(continuous?, size of the policy head) for a Discrete or 1-D Box action space."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return False, int(action_space.n)
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return True, int(action_space.shape[0])
+    raise UnsupportedSpaceError(f"action space {action_space} is not supported: use Discrete or a 1-D Box")
+
+
 class MLPActorCritic(nn.Module):
     """Separate (or shared) MLPs for the policy and the value; categorical or diagonal-Gaussian actions.
 
@@ -47,17 +63,8 @@ class MLPActorCritic(nn.Module):
         shared_torso: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise UnsupportedSpaceError(
-                f"observation space {obs_space} is not supported by model=mlp: it needs a flat Box"
-            )
-        self.continuous = isinstance(action_space, gym.spaces.Box)
-        if isinstance(action_space, gym.spaces.Discrete):
-            n_out = int(action_space.n)
-        elif self.continuous and len(action_space.shape) == 1:
-            n_out = int(action_space.shape[0])
-        else:
-            raise UnsupportedSpaceError(f"action space {action_space} is not supported: use Discrete or a 1-D Box")
+        _require_flat_box(obs_space, "mlp")
+        self.continuous, n_out = action_outputs(action_space)
         obs_dim = int(obs_space.shape[0])
         sizes = [obs_dim, *hidden_sizes]
         self.shared_torso = shared_torso
@@ -183,17 +190,8 @@ class LSTMActorCritic(nn.Module):
         lstm_size: int = 128,
     ) -> None:
         super().__init__()
-        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise UnsupportedSpaceError(
-                f"observation space {obs_space} is not supported by model=lstm: it needs a flat Box"
-            )
-        self.continuous = isinstance(action_space, gym.spaces.Box)
-        if isinstance(action_space, gym.spaces.Discrete):
-            n_out = int(action_space.n)
-        elif self.continuous and len(action_space.shape) == 1:
-            n_out = int(action_space.shape[0])
-        else:
-            raise UnsupportedSpaceError(f"action space {action_space} is not supported: use Discrete or a 1-D Box")
+        _require_flat_box(obs_space, "lstm")
+        self.continuous, n_out = action_outputs(action_space)
         if not shared_torso:
             raise ValueError("model.shared_torso=False is invalid: must be true for model=lstm")
         sizes = [int(obs_space.shape[0]), *hidden_sizes]

@@ -43,12 +43,22 @@ def to_config(dcfg: DictConfig) -> Config:
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, Config)
     validate(cfg)
-    from distributed_a3c.worker import spaces_error  # builds one env: only once the values are valid
-
-    error = spaces_error(cfg)
+    error = _spaces_error(repr((cfg.env, cfg.model)), cfg)
     if error:
         raise ConfigError(error)
     return cfg
+
+
+_spaces_checked: dict[str, str | None] = {}
+
+
+def _spaces_error(key: str, cfg: Config) -> str | None:
+    """worker.spaces_error builds an env and a model (seconds for Atari): once per process per env/model."""
+    if key not in _spaces_checked:
+        from distributed_a3c.worker import spaces_error
+
+        _spaces_checked[key] = spaces_error(cfg)
+    return _spaces_checked[key]
 
 
 def _fail(message: str, code: int = 2) -> None:

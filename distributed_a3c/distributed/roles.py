@@ -103,6 +103,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     torch.set_num_threads(1)
     device = server_device(cfg)
     obs_space, action_space = env_spaces(cfg)
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone, like everything else
     server = ParameterServer(build_model(cfg, obs_space, action_space), cfg.optim, cfg.server, cfg.train, device)
     wandb_id = None
     if cfg.train.resume:

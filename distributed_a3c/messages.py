@@ -41,7 +41,7 @@ class PushReply:
     stop: bool = False
     """True once training is over: the worker should exit."""
     status: str = "applied"
-    """applied | accumulated | dropped (too stale) | rejected (invalid) | pulled."""
+    """applied | accumulated | dropped (too stale) | rejected (invalid) | pulled | stopped (after the stop)."""
     obs_stats: RunningMeanStd | None = None
     """The server's merged observation statistics, which every worker normalizes with (env.normalize_obs)."""
 

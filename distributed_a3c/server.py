@@ -34,7 +34,11 @@ def build_optimizer(params: list[torch.Tensor], cfg: OptimConfig) -> torch.optim
 
 
 class ParameterServer:
-    """Applies each worker's flat gradient to the master weights as it arrives."""
+    """Applies each worker's flat gradient to the master weights as it arrives.
+
+    Once training has stopped, pushes are only answered (status "stopped"): the weights and counters
+    stay as the final checkpoint and summary record them; rollouts still in flight are discarded.
+    """
 
     def __init__(
         self,
@@ -99,6 +103,8 @@ class ParameterServer:
         if self.cfg.fold:
             return self._push_folded(req)
         with self._lock:
+            if self.stop_reason is not None:
+                return self._reply(req, "stopped")
             t0 = time.perf_counter()
             self._record(req)
             reply = self._reply(req, self._handle_gradient(req))
@@ -121,6 +127,8 @@ class ParameterServer:
         whole batch in one optimizer step, the others find their batch applied and only reply.
         """
         with self._lock:
+            if self.stop_reason is not None:
+                return self._reply(req, "stopped")
             t0 = time.perf_counter()
             self._record(req)
             status = self._validate_and_check_staleness(req)
@@ -133,7 +141,8 @@ class ParameterServer:
             with self._step_lock, self._lock:
                 t0 = time.perf_counter()
                 if self._batches_applied <= batch:
-                    self._step(self._accum)
+                    if self.stop_reason is None:  # after the stop the weights are final (checkpointed)
+                        self._step(self._accum)
                     self._accum.zero_()
                     self._accum_count = 0
                     self._batches_started += 1

@@ -10,6 +10,7 @@ conftest.py of its own, and pytest keeps only one module named `conftest` import
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -166,6 +167,14 @@ class Jobs:
         self, cmd: Sequence[str], cwd: Path, timeout: float, env: dict[str, str] | None = None, name: str | None = None
     ) -> Finished:
         return self.start(cmd, cwd, env, name).wait(timeout)
+
+    def train(self, overrides: Sequence[str], run_dir: Path, timeout: float) -> tuple[Finished, dict]:
+        """`a3c-train logger=quiet <overrides> hydra.run.dir=<run_dir>` from the repo root, which must exit 0;
+        returns the finished job and the run's summary.json."""
+        cmd = [BIN / "a3c-train", "logger=quiet", *overrides, f"hydra.run.dir={run_dir}"]
+        done = self.run(cmd, cwd=REPO, timeout=timeout)
+        assert done.returncode == 0, done.describe()
+        return done, json.loads((run_dir / "summary.json").read_text())
 
     def kill_all(self) -> None:
         for job in self._jobs:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 # Measured with the default CartPole job and worker.overlap=true on the quiet 2-core machine (seeds 1-3):
 # mean-100 475 after 162k / 280k / 88k env steps; 195 comes far earlier. The budget is the 475 worst case.
@@ -21,20 +17,8 @@ BUDGET = 300_000
 
 @pytest.mark.timeout(150)
 def test_overlapped_workers_reach_the_target_within_budget(jobs, tmp_path: Path):
-    run_dir = tmp_path / "run"
-    cmd = [
-        BIN / "a3c-train",
-        "worker.overlap=true",
-        "logger=quiet",
-        "seed=1",
-        f"train.target_return={TARGET}",
-        f"train.total_env_steps={BUDGET}",
-        "train.max_minutes=2",
-        f"hydra.run.dir={run_dir}",
-    ]
-    done = jobs.run(cmd, cwd=REPO, timeout=130)
-    assert done.returncode == 0, done.describe()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    overrides = ["worker.overlap=true", "seed=1", f"train.target_return={TARGET}", f"train.total_env_steps={BUDGET}"]
+    done, summary = jobs.train([*overrides, "train.max_minutes=2"], tmp_path / "run", timeout=130)
     assert summary["exit_reason"] == "target_return", f"{summary}\n{done.describe()}"
     assert summary["mean_return_100"] >= TARGET
     # Overlap adds a version of staleness: each push was computed one reply earlier than without overlap.

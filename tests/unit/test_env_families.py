@@ -3,7 +3,6 @@ MuJoCo train a few real updates; unsupported spaces and missing optional package
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from distributed_a3c.server import ParameterServer
 from distributed_a3c.train import precheck
 from distributed_a3c.worker import Worker, build_model
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 SMALL = ["worker.envs_per_worker=2", "worker.rollout_len=4", "train.target_return=null"]
 
 
@@ -78,18 +75,8 @@ def test_the_continuous_lunar_lander_has_a_gaussian_policy():
 @pytest.mark.timeout(180)
 def test_a3c_train_runs_pendulum_with_shared_statistics_over_rpc(jobs, tmp_path: Path):
     run_dir = tmp_path / "run"
-    cmd = [
-        BIN / "a3c-train",
-        "env=pendulum",
-        "logger=quiet",
-        "workers=1",
-        "worker.envs_per_worker=4",
-        "train.total_env_steps=1280",
-        f"hydra.run.dir={run_dir}",
-    ]
-    done = jobs.run(cmd, cwd=REPO, timeout=150)
-    assert done.returncode == 0, done.describe()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    overrides = ["env=pendulum", "workers=1", "worker.envs_per_worker=4", "train.total_env_steps=1280"]
+    done, summary = jobs.train(overrides, run_dir, timeout=150)
     assert summary["exit_reason"] == "total_env_steps", done.describe()
     stats = load_checkpoint(run_dir / "checkpoint.pt")["obs_stats"]
     assert stats["count"] >= 1280 and len(stats["mean"]) == 3  # merged from the worker, checkpointed

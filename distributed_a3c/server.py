@@ -60,7 +60,6 @@ class ParameterServer:
         self._lock = threading.Lock()
         self._stop_told = threading.Condition(self._lock)
         self._step_lock = threading.Lock()  # server.fold: one optimizer step at a time
-        self._batches_started = 0
         self._batches_applied = 0
         self.told_to_stop: set[int] = set()
         self._accum = torch.zeros_like(self.flat.weights)
@@ -134,19 +133,16 @@ class ParameterServer:
             status = self._validate_and_check_staleness(req)
             if status is None:
                 self._accum.add_(req.grads.to(self.device, torch.float32, non_blocking=True))
-                self._accum_count += 1
-                batch = self._batches_started
+                batch = self._batches_applied  # the batch now filling
             self.busy_s += time.perf_counter() - t0
         if status is None:
             with self._step_lock, self._lock:
                 t0 = time.perf_counter()
-                if self._batches_applied <= batch:
+                if self._batches_applied == batch:  # else a push of this batch already applied it
                     if self.stop_reason is None:  # after the stop the weights are final (checkpointed)
                         self._step(self._accum)
                     self._accum.zero_()
-                    self._accum_count = 0
-                    self._batches_started += 1
-                    self._batches_applied = self._batches_started
+                    self._batches_applied += 1
                 self.busy_s += time.perf_counter() - t0
             status = "applied"
         with self._lock:

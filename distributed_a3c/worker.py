@@ -43,7 +43,7 @@ def worker_seed(base_seed: int, rank: int) -> int:
 
 def build_model(cfg: Config, obs_space, action_space) -> torch.nn.Module:
     m = cfg.model
-    extra = {"lstm_size": m.lstm_size} if m.name == "lstm" else {}
+    extra = {"lstm_size": m.lstm_size} if m.name == "lstm" else {"conv": m.conv} if m.name == "cnn" else {}
     return build_policy(
         m.name,
         obs_space,

@@ -106,12 +106,21 @@ class MLPActorCritic(nn.Module):
         return Categorical(logits=dist_inputs, validate_args=False)
 
 
+# (out_channels, kernel, stride) per conv layer. nature: Mnih et al. 2015. a3c: the smaller torso of the
+# A3C paper (Mnih et al. 2016, sec. 8), ~4x fewer multiply-adds: the faster choice on CPU.
+CONV_TORSOS = {
+    "nature": ((32, 8, 4), (64, 4, 2), (64, 3, 1)),
+    "a3c": ((16, 8, 4), (32, 4, 2)),
+}
+
+
 class CNNActorCritic(nn.Module):
     """The Nature CNN (Mnih et al. 2015) as one torso shared by a policy and a value head; categorical actions.
 
     forward(obs[N, C, H, W] uint8 pixels) -> (logits [N, A], values [N]). Pixels are scaled to [0, 1]
     here, so observations can stay uint8 until they reach the device. `hidden_sizes` are the widths of
-    the fully connected layers after the convolutions (Nature: [512]).
+    the fully connected layers after the convolutions (Nature: [512]); `conv` names the conv layers
+    (CONV_TORSOS).
     """
 
     def __init__(
@@ -121,6 +130,7 @@ class CNNActorCritic(nn.Module):
         hidden_sizes: list[int],
         activation: str = "relu",
         shared_torso: bool = True,
+        conv: str = "nature",
     ) -> None:
         super().__init__()
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 3 or min(obs_space.shape[1:]) < 36:
@@ -133,15 +143,15 @@ class CNNActorCritic(nn.Module):
         if not shared_torso:
             raise ValueError("model.shared_torso=False is invalid: must be true for model=cnn")
         self.continuous = False
-        conv = nn.Sequential(
-            _orthogonal(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4), math.sqrt(2)),
-            nn.ReLU(),
-            _orthogonal(nn.Conv2d(32, 64, 4, stride=2), math.sqrt(2)),
-            nn.ReLU(),
-            _orthogonal(nn.Conv2d(64, 64, 3, stride=1), math.sqrt(2)),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        if conv not in CONV_TORSOS:
+            raise ValueError(f"model.conv={conv!r} is invalid: must be one of {', '.join(CONV_TORSOS)}")
+        layers_spec = CONV_TORSOS[conv]
+        conv_layers: list[nn.Module] = []
+        in_ch = obs_space.shape[0]
+        for out_ch, kernel, stride in layers_spec:
+            conv_layers += [_orthogonal(nn.Conv2d(in_ch, out_ch, kernel, stride=stride), math.sqrt(2)), nn.ReLU()]
+            in_ch = out_ch
+        conv = nn.Sequential(*conv_layers, nn.Flatten())
         with torch.no_grad():
             flat = conv(torch.zeros(1, *obs_space.shape)).shape[1]
         sizes = [flat, *hidden_sizes]

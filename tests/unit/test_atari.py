@@ -135,10 +135,15 @@ def test_native_backends_match_the_gymnasium_wrappers_step_for_step(backend):
 
 
 # ----- the CNN -----------------------------------------------------------------------------------------------
-def test_cnn_forward_sample_value_shapes():
+@pytest.mark.parametrize(("conv", "conv_params"), [("nature", 77_984), ("a3c", 12_336)])
+def test_cnn_forward_sample_value_shapes(conv, conv_params):
     torch.manual_seed(0)
-    model = build_policy("cnn", OBS_SPACE, gym.spaces.Discrete(6), hidden_sizes=[512], activation="relu")
+    model = build_policy("cnn", OBS_SPACE, gym.spaces.Discrete(6), hidden_sizes=[512], activation="relu", conv=conv)
     assert isinstance(model, CNNActorCritic)
+    conv_layers = model.torso[0]
+    assert (
+        isinstance(conv_layers, torch.nn.Sequential) and sum(p.numel() for p in conv_layers.parameters()) == conv_params
+    )
     obs = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
     logits, values = model(obs)
     assert logits.shape == (5, 6) and values.shape == (5,)
@@ -172,6 +177,8 @@ def test_config_rules_for_atari():
     errors = config_errors(cfg)
     assert any(e.startswith("env.backend='ale_vector' is invalid: must be gymnasium") for e in errors)
     assert "env.atari.frame_skip=0 is invalid: must be >= 1" in errors
+    errors = config_errors(Config(model=ModelConfig(conv="resnet")))
+    assert "model.conv='resnet' is invalid: must be one of nature, a3c" in errors
     errors = config_errors(Config(env=EnvConfig(id="ALE/Pong-v5", backend="nope")))
     assert any(e.startswith("env.backend='nope' is invalid: must be one of gymnasium") for e in errors)
     assert any(e.startswith("model.name='mlp' is invalid: must be cnn for ALE") for e in errors)

@@ -144,6 +144,9 @@ class ServerConfig:
     wire_dtype: str = "float32"
     """Dtype of gradients and weights on the wire: float32, bfloat16 or float16 (half the bytes; the
     master weights and optimizer stay float32)."""
+    shards: int = 1
+    """Parameter-server ranks (0..shards-1), each owning and optimizing one slice of the flat weights;
+    workers are the ranks after them. A worker pushes each slice to its owner at once."""
 
 
 @dataclass
@@ -293,6 +296,7 @@ def config_errors(cfg: Config) -> list[str]:
         "false when server.accumulate > 1 (both sum pushes into one step; pick one)",
     )
     _check(e, cfg.server.max_staleness >= 0, "server.max_staleness", cfg.server.max_staleness, ">= 0")
+    _check(e, cfg.server.shards >= 1, "server.shards", cfg.server.shards, ">= 1")
     _choice(e, "server.device", cfg.server.device, SERVER_DEVICES)
     _choice(e, "server.wire_dtype", cfg.server.wire_dtype, WIRE_DTYPE_NAMES)
     _check(

@@ -30,6 +30,8 @@ class PushRequest:
     """Losses, gradient norm and time split of this rollout, for the logs."""
     obs_stats: RunningMeanStd | None = None
     """Moments of the raw observations of this rollout (env.normalize_obs), for the server to merge."""
+    shard_versions: list[int] | None = None
+    """server.shards > 1: the version of each shard's slice of the weights the gradient was computed on."""
 
 
 @dataclass
@@ -44,12 +46,16 @@ class PushReply:
     """applied | accumulated | dropped (too stale) | rejected (invalid) | pulled | stopped (after the stop)."""
     obs_stats: RunningMeanStd | None = None
     """The server's merged observation statistics, which every worker normalizes with (env.normalize_obs)."""
+    shard_versions: list[int] | None = None
+    """server.shards > 1: each shard's version after the push (the worker sends them back next time)."""
 
 
 class ParameterStore(Protocol):
     """What a worker needs from a parameter server: the in-process one or a remote one over RPC."""
 
-    def pull(self) -> PushReply: ...
+    def pull(self, rank: int | None = None) -> PushReply:
+        """The current weights; `rank`: the worker asking, which the reply may tell to stop."""
+        ...
 
     def push(self, request: PushRequest) -> PushReply: ...
 

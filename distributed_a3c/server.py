@@ -6,6 +6,7 @@ from several threads at once; a lock serializes updates so each push sees consis
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import WIRE_DTYPES, PushReply, PushRequest, completed
 from distributed_a3c.rl.grads import flatten_parameters_
 from distributed_a3c.rl.normalize import RunningMeanStd
+from distributed_a3c.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class ParameterServer:
 
     Once training has stopped, pushes are only answered (status "stopped"): the weights and counters
     stay as the final checkpoint and summary record them; rollouts still in flight are discarded.
+
+    With `server.shards` > 1 this is shard `shard` of them: it owns and optimizes one slice of the flat
+    vector (sharding.py) and takes gradients of that slice's size. Only the lead shard (0) decides when
+    training stops; the others stop when told (`request_stop`).
     """
 
     def __init__(
@@ -47,11 +53,18 @@ class ParameterServer:
         server_cfg: ServerConfig,
         train_cfg: TrainConfig,
         device: torch.device | str = "cpu",
+        shard: int = 0,
     ) -> None:
         self.model = model.to(device)
         self.flat = flatten_parameters_(self.model)
-        # One flat Parameter sharing storage with the model: an optimizer step is one fused call.
-        self._param = nn.Parameter(self.flat.weights)
+        if not 0 <= shard < server_cfg.shards:
+            raise ValueError(f"shard={shard} is invalid: must be in [0, {server_cfg.shards})")
+        self.shard = shard
+        self.bounds = shard_bounds(self.flat.numel, server_cfg.shards)
+        lo, hi = self.bounds[shard]
+        # One flat Parameter sharing storage with the model (this shard's slice of it): an optimizer step
+        # is one fused call.
+        self._param = nn.Parameter(self.flat.weights[lo:hi])
         self.optimizer = build_optimizer([self._param], optim_cfg)
         self.cfg = server_cfg
         self.train_cfg = train_cfg
@@ -62,7 +75,7 @@ class ParameterServer:
         self._step_lock = threading.Lock()  # server.fold: one optimizer step at a time
         self._batches_applied = 0
         self.told_to_stop: set[int] = set()
-        self._accum = torch.zeros_like(self.flat.weights)
+        self._accum = torch.zeros_like(self._param.detach())
         self._accum_count = 0
         self.version = 0
         self.env_steps = 0
@@ -85,18 +98,30 @@ class ParameterServer:
 
     @property
     def num_params(self) -> int:
+        """Parameters of the whole model."""
         return self.flat.numel
 
+    @property
+    def shard_numel(self) -> int:
+        """Parameters this server owns: its slice of the flat vector (all of it when unsharded)."""
+        return self._param.numel()
+
+    @property
+    def is_lead(self) -> bool:
+        return self.shard == 0
+
     # ----- the two calls a worker makes -------------------------------------------------------------
-    def pull(self) -> PushReply:
+    def pull(self, rank: int | None = None) -> PushReply:
         with self._lock:
-            return PushReply(
-                self.version, self._wire_weights(), self.stop_reason is not None, "pulled", self._obs_stats_copy()
-            )
+            stop = self.stop_reason is not None
+            if stop and rank is not None:  # e.g. a run resumed past its stop condition: told at its first pull
+                self.told_to_stop.add(rank)
+                self._stop_told.notify_all()
+            return PushReply(self.version, self._wire_weights(), stop, "pulled", self._obs_stats_copy())
 
     def _wire_weights(self) -> torch.Tensor:
         """A copy of the weights in the wire dtype (the live tensor must not be serialized while it changes)."""
-        return self.flat.weights.to(self.wire_dtype, copy=True)
+        return self._param.detach().to(self.wire_dtype, copy=True)
 
     def push(self, req: PushRequest) -> PushReply:
         if self.cfg.fold:
@@ -222,8 +247,8 @@ class ParameterServer:
         """Why a pushed gradient cannot be applied, or None if it can."""
         if not isinstance(grads, torch.Tensor):
             return f"gradient is a {type(grads).__name__}, expected a torch.Tensor"
-        if grads.dim() != 1 or grads.numel() != self.num_params:
-            return f"gradient has shape {tuple(grads.shape)}, expected ({self.num_params},)"
+        if grads.dim() != 1 or grads.numel() != self.shard_numel:
+            return f"gradient has shape {tuple(grads.shape)}, expected ({self.shard_numel},)"
         if not grads.is_floating_point():
             return f"gradient dtype is {grads.dtype}, expected a floating-point dtype"
         if not bool(torch.isfinite(grads).all()):
@@ -231,7 +256,7 @@ class ParameterServer:
         return None
 
     def _check_stop(self) -> None:
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or not self.is_lead:
             return
         t = self.train_cfg
         if self.env_steps >= t.total_env_steps:
@@ -309,11 +334,31 @@ class ParameterServer:
             return row
 
     # ----- checkpointing ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def shard_state(self) -> dict:
+        """This shard's slice of the weights, its optimizer state and counters (for the lead's checkpoint)."""
         with self._lock:
             return {
+                "weights": self._param.detach().cpu().clone(),
+                "optimizer": self._optimizer_state(),
+                "version": self.version,
+                "pushes": sum(self.pushes_by_rank.values()),
+                "busy_s": self.busy_s,
+            }
+
+    def state_dict(self, other_shards: list[dict] = ()) -> dict:
+        """The whole run's state in the unsharded format; a lead shard needs the other shards' states."""
+        if len(other_shards) != len(self.bounds) - 1:
+            raise ValueError(f"state_dict needs the states of {len(self.bounds) - 1} other shards")
+        with self._lock:
+            optimizer = self._optimizer_state()
+            if other_shards:
+                for state, (lo, hi) in zip(other_shards, self.bounds[1:], strict=True):
+                    self.flat.weights[lo:hi].copy_(state["weights"])
+                sizes = [hi - lo for lo, hi in self.bounds]
+                optimizer = merge_optimizer_states([optimizer] + [s["optimizer"] for s in other_shards], sizes)
+            return {
                 "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer,
                 "version": self.version,
                 "env_steps": self.env_steps,
                 "episodes": self.episodes,
@@ -321,10 +366,16 @@ class ParameterServer:
                 "obs_stats": None if self.obs_stats is None else self.obs_stats.state_dict(),
             }
 
+    def _optimizer_state(self) -> dict:
+        # A copy: optimizer.state_dict() holds the live moment tensors, which the next push would change
+        # while the checkpoint is being written.
+        return copy.deepcopy(self.optimizer.state_dict())
+
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint written with any number of shards: take this shard's slice of it."""
         with self._lock:
             self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(slice_optimizer_state(state["optimizer"], *self.bounds[self.shard]))
             self.version = int(state["version"])
             self.env_steps = int(state["env_steps"])
             self.episodes = int(state["episodes"])

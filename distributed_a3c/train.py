@@ -1,8 +1,9 @@
 """Entry point: `a3c-train [overrides]` or `torchrun ... -m distributed_a3c.train [overrides]`.
 
-The only module that touches Hydra. Under torchrun, global rank 0 serves parameters and every other
-rank is a worker. Outside torchrun, this process starts a local job (1 server + `workers` workers)
-through torchrun's launcher API, all writing to the run directory this process chose.
+The only module that touches Hydra. Under torchrun, global ranks 0..server.shards-1 serve parameters
+(rank 0 also logs and checkpoints) and every other rank is a worker. Outside torchrun, this process
+starts a local job (server.shards servers + `workers` workers) through torchrun's launcher API, all
+writing to the run directory this process chose.
 """
 
 from __future__ import annotations
@@ -143,11 +144,17 @@ def _check_port_free(port: int) -> None:
 
 
 def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
-    from distributed_a3c.distributed.roles import run_server, run_worker
+    from distributed_a3c.distributed.roles import run_server, run_shard, run_worker
 
     world_size = int(os.environ["WORLD_SIZE"])
-    if world_size < 2:
-        raise ConfigError(f"world size {world_size} is invalid: need 1 server + at least 1 worker rank")
+    shards = cfg.server.shards
+    if world_size < shards + 1:
+        raise ConfigError(
+            f"world size {world_size} is invalid: need {shards} server rank(s) (server.shards={shards}) "
+            "+ at least 1 worker rank"
+        )
+    if 0 < rank < shards:
+        return run_shard(cfg, rank, world_size)
     if rank == 0:
         if cfg.rpc.port is not None:
             _check_port_free(cfg.rpc.port)
@@ -194,8 +201,10 @@ def _hydra_main(dcfg: DictConfig) -> None:
     if _torchrun_rank() is None:
         from distributed_a3c.distributed.launch import launch_local
 
-        print(f"{PROG}: 1 parameter server + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
-        sys.exit(launch_local(cfg.workers, rank_main, cfg, run_dir, config_dict))
+        shards = cfg.server.shards
+        servers = "1 parameter server" if shards == 1 else f"{shards} parameter-server shards"
+        print(f"{PROG}: {servers} + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
+        sys.exit(launch_local(shards + cfg.workers, rank_main, cfg, run_dir, config_dict))
     sys.exit(rank_main(cfg, run_dir, config_dict))
 
 

@@ -113,6 +113,7 @@ class Worker:
             self.state = self.model.initial_state(n, self.device)
             self.starts = torch.ones(n, dtype=torch.bool, device=self.device)
         self.version = -1
+        self.shard_versions: list[int] | None = None
         self.pushes = 0
         self._returns: list[float] = []
         self._lengths: list[int] = []
@@ -123,7 +124,7 @@ class Worker:
     def run(self) -> int:
         """Train until the server says stop; return the number of pushes made."""
         try:
-            reply = self.store.pull()
+            reply = self.store.pull(self.rank)
             self._apply(reply)
             if self.cfg.worker.overlap:
                 self._run_overlapped(reply)
@@ -172,6 +173,7 @@ class Worker:
         if reply.obs_stats is not None and self.obs_stats is not None:
             self.obs_stats = reply.obs_stats
         self.version = reply.version
+        self.shard_versions = reply.shard_versions
 
     def _request(self, stats: dict[str, float], grads: torch.Tensor | None = None) -> PushRequest:
         c = self.cfg.worker
@@ -188,6 +190,7 @@ class Worker:
             episode_lengths=self._lengths,
             stats=stats,
             obs_stats=self._seen_obs_stats,
+            shard_versions=self.shard_versions,
         )
         self._returns, self._lengths = [], []
         self._seen_obs_stats = None

@@ -1,4 +1,4 @@
-"""`a3c-train` outside torchrun: start 1 server + N workers on this machine through torchrun's launcher API."""
+"""`a3c-train` outside torchrun: start the server rank(s) and workers on this machine via torchrun's launcher API."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class _DropTraceback(logging.Filter):
         return True
 
 
-def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> int:
-    """Run `entry(*args)` in 1 + num_workers ranks on this machine; return the job's exit code.
+def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> int:
+    """Run `entry(*args)` in `num_ranks` ranks on this machine; return the job's exit code.
 
     Ranks are forked from this process, which has already imported torch and composed the config:
     that saves every rank the ~1.5 s torch import and the Hydra composition.
@@ -34,7 +34,7 @@ def launch_local(num_workers: int, entry: Callable[..., int], *args: object) -> 
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
-        nproc_per_node=1 + num_workers,
+        nproc_per_node=num_ranks,
         run_id=f"a3c-{uuid.uuid4().hex[:8]}",
         rdzv_backend="c10d",
         rdzv_endpoint="127.0.0.1:0",

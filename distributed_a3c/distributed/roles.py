@@ -1,4 +1,5 @@
-"""What each rank does: rank 0 serves parameters and logs; every other rank is a worker."""
+"""What each rank does: rank 0 serves parameters and logs; ranks 1..server.shards-1 serve the other
+slices of the parameters (server.shards > 1); every other rank is a worker."""
 
 from __future__ import annotations
 
@@ -88,8 +89,9 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     device = worker_device()
     sdev = server_device(cfg)
     device_map = {device: sdev} if device.type == "cuda" and sdev.type == "cuda" else None
-    worker = Worker(cfg, rank, rpc_edge.RemoteParameterStore(device, sdev), device)
-    rpc_edge.init(rank, world_size, cfg.rpc, device_map)
+    shards = cfg.server.shards
+    worker = Worker(cfg, rank, rpc_edge.remote_store(shards, device, sdev), device)
+    rpc_edge.init(rank, world_size, cfg.rpc, device_map, shards)
     try:
         worker.run()
     except BaseException:
@@ -99,15 +101,33 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     return 0
 
 
-def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
+def _build_server(cfg: Config, shard: int) -> ParameterServer:
     torch.set_num_threads(1)
-    device = server_device(cfg)
     obs_space, action_space = env_spaces(cfg)
-    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone, like everything else
-    server = ParameterServer(build_model(cfg, obs_space, action_space), cfg.optim, cfg.server, cfg.train, device)
-    wandb_id = None
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone: every shard starts alike
+    model = build_model(cfg, obs_space, action_space)
+    server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, server_device(cfg), shard)
     if cfg.train.resume:
         server.load_state_dict(load_checkpoint(cfg.train.resume))
+    return server
+
+
+def run_shard(cfg: Config, rank: int, world_size: int) -> int:
+    """Parameter-server shard `rank` (> 0): serve its slice until every rank has finished."""
+    server = _build_server(cfg, rank)
+    rpc_edge.serve(server)
+    rpc_edge.init(rank, world_size, cfg.rpc, shards=cfg.server.shards)
+    # A graceful shutdown returns once every rank has called it: the lead last, after it has fetched this
+    # shard's final state for the checkpoint. Until then this rank keeps answering pushes.
+    rpc_edge.shutdown()
+    return 0
+
+
+def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
+    server = _build_server(cfg, 0)
+    device = server.device
+    wandb_id = None
+    if cfg.train.resume:
         id_file = Path(cfg.train.resume).parent / "wandb_run_id.txt"
         wandb_id = id_file.read_text().strip() if id_file.is_file() else None
         log.info("resumed from %s at %d env steps", cfg.train.resume, server.env_steps)
@@ -121,30 +141,38 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     if cfg.logger.progress:
         sinks.append(ProgressSink(cfg.train.total_env_steps))
     hub = MetricsHub(sinks)
+    shards = cfg.server.shards
     log.info(
-        "parameter server: %d parameters on %s, %d workers; run dir %s",
+        "parameter server: %d parameters%s on %s, %d workers; run dir %s",
         server.num_params,
+        f" in {shards} shards" if shards > 1 else "",
         device,
-        world_size - 1,
+        world_size - shards,
         run_dir,
     )
 
-    rpc_edge.init(0, world_size, cfg.rpc)
+    rpc_edge.init(0, world_size, cfg.rpc, shards=shards)
     try:
         _serve_until_stop(server, hub, cfg, run_dir, config_dict)
     finally:
         server.request_stop("interrupted" if _interrupted.is_set() else "error")  # no-op if already stopping
-        save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict))
+        try:
+            final_shards = rpc_edge.shard_states(shards, stop=True)
+        except Exception as e:  # a shard rank is gone: keep the last complete checkpoint
+            log.error("could not reach every parameter-server shard (%s); checkpoint not updated", e)
+            final_shards = None
+        if final_shards is not None:
+            save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict, final_shards))
         hub.log(server.snapshot())
         for s in sinks:
             if s is not wandb_sink:
                 s.close()
-        summary = _summary(server, world_size)
+        summary = _summary(server, world_size, final_shards)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         # Workers learn of the stop from their next reply; a worker that is gone never will.
         # After a SIGTERM the launcher is killing the workers too: don't wait long for them.
         grace = STOP_GRACE_SIGTERM_S if terminated_by_launcher() else STOP_GRACE_S
-        all_told = server.wait_workers_told_to_stop(set(range(1, world_size)), timeout_s=grace)
+        all_told = server.wait_workers_told_to_stop(set(range(shards, world_size)), timeout_s=grace)
         rpc_edge.shutdown(graceful=all_told)
         offline_dir = wandb_sink.close() if wandb_sink else None
     print(
@@ -173,18 +201,21 @@ def _serve_until_stop(
             hub.log(server.snapshot())
             next_log = now + cfg.train.log_interval_s
         if now >= next_ckpt:
-            save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict))
+            shard_states = rpc_edge.shard_states(cfg.server.shards)
+            save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict, shard_states))
             next_ckpt = now + cfg.train.checkpoint_interval_s
 
 
-def _checkpoint_state(server: ParameterServer, config_dict: dict[str, Any]) -> dict[str, Any]:
-    state = server.state_dict()
+def _checkpoint_state(server: ParameterServer, config_dict: dict[str, Any], other_shards: list[dict]) -> dict[str, Any]:
+    state = server.state_dict(other_shards)
     state["config"] = config_dict
     return state
 
 
-def _summary(server: ParameterServer, world_size: int) -> dict[str, Any]:
+def _summary(server: ParameterServer, world_size: int, other_shards: list[dict] | None) -> dict[str, Any]:
     rets = list(server.returns)
+    shards = len(server.bounds)
+    wall = max(server.elapsed_s(), 1e-9)
     rss = {r: s.get("worker/max_rss_mb") for r, s in sorted(server.last_stats.items())}
     worker_rss = {str(r): round(v, 1) for r, v in rss.items() if v is not None}
     return {
@@ -194,10 +225,14 @@ def _summary(server: ParameterServer, world_size: int) -> dict[str, Any]:
         "mean_return_100": round(sum(rets) / len(rets), 2) if rets else None,
         "wall_time_s": round(server.elapsed_s(), 3),
         "weight_version": server.version,
-        "pushes_per_rank": {str(r): server.pushes_by_rank.get(r, 0) for r in range(1, world_size)},
+        "pushes_per_rank": {str(r): server.pushes_by_rank.get(r, 0) for r in range(shards, world_size)},
         "dropped_pushes": server.dropped,
         "rejected_pushes": server.rejected,
         "staleness": server.staleness_summary(),
-        "server_busy_fraction": round(server.busy_s / max(server.elapsed_s(), 1e-9), 4),
+        "server_busy_fraction": round(server.busy_s / wall, 4),
+        "shards": [
+            {"shard": k, "version": s["version"], "pushes": s["pushes"], "busy_fraction": round(s["busy_s"] / wall, 4)}
+            for k, s in enumerate([server.shard_state(), *(other_shards or [])])
+        ],
         "peak_rss_mb_by_rank": {"0": round(peak_rss_mb(), 1), **worker_rss},
     }

@@ -1,4 +1,8 @@
-"""RPC edge: start/stop the agent, expose the server's push/pull, and a remote ParameterStore."""
+"""RPC edge: start/stop the agent, expose the server's push/pull, and a remote ParameterStore.
+
+Rank k < server.shards hosts parameter-server shard k (named `server`, `server1`, ...); the other
+ranks are workers (`worker<rank>`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import torch.distributed.rpc as rpc
 
 from distributed_a3c.config import RpcConfig
 from distributed_a3c.distributed.netif import interface_for
-from distributed_a3c.messages import PushReply, PushRequest
+from distributed_a3c.messages import ParameterStore, PushReply, PushRequest
 from distributed_a3c.server import ParameterServer
+from distributed_a3c.sharding import ShardedParameterStore
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +26,12 @@ SERVER = "server"
 _server: ParameterServer | None = None  # set on the server rank only
 
 
-def rank_name(rank: int) -> str:
-    return SERVER if rank == 0 else f"worker{rank}"
+def shard_name(shard: int) -> str:
+    return SERVER if shard == 0 else f"{SERVER}{shard}"
+
+
+def rank_name(rank: int, shards: int = 1) -> str:
+    return shard_name(rank) if rank < shards else f"worker{rank}"
 
 
 def serve(server: ParameterServer) -> None:
@@ -36,27 +45,56 @@ def _push(request: PushRequest) -> PushReply:
     return _server.push(request)
 
 
-def _pull() -> PushReply:
+def _pull(rank: int | None) -> PushReply:
     assert _server is not None, "pull reached a rank that hosts no parameter server"
-    return _server.pull()
+    return _server.pull(rank)
+
+
+def _stop_and_get_state() -> dict:
+    assert _server is not None, "a shard's state was asked of a rank that hosts no parameter server"
+    _server.request_stop("stopped by the lead shard")
+    return _server.shard_state()
+
+
+def _get_state() -> dict:
+    assert _server is not None, "a shard's state was asked of a rank that hosts no parameter server"
+    return _server.shard_state()
+
+
+def shard_states(shards: int, stop: bool = False) -> list[dict]:
+    """From the lead: the states of shards 1..shards-1 (their slices, optimizer states, counters).
+
+    stop: freeze them first, so the states are final (the end of training).
+    """
+    fn = _stop_and_get_state if stop else _get_state
+    futures = [rpc.rpc_async(shard_name(k), fn) for k in range(1, shards)]
+    return [f.wait() for f in futures]
+
+
+def remote_store(shards: int, device: torch.device, server_device: torch.device | None = None) -> ParameterStore:
+    """What a worker pushes to: the one server, or the S shards behind one ShardedParameterStore."""
+    if shards == 1:
+        return RemoteParameterStore(device, server_device)
+    return ShardedParameterStore([RemoteParameterStore(device, server_device, shard_name(k)) for k in range(shards)])
 
 
 class RemoteParameterStore:
-    """The server on rank 0, seen from a worker. One round trip per push: the reply carries the weights."""
+    """One parameter server seen from a worker. One round trip per push: the reply carries the weights."""
 
-    def __init__(self, device: torch.device, server_device: torch.device | None = None) -> None:
+    def __init__(self, device: torch.device, server_device: torch.device | None = None, name: str = SERVER) -> None:
         self.device = device
+        self.name = name
         # Without a device map both ends must talk in CPU tensors.
         self._via_cpu = device.type != "cpu" and (server_device is None or server_device.type == "cpu")
 
-    def pull(self) -> PushReply:
-        return rpc.rpc_sync(SERVER, _pull)
+    def pull(self, rank: int | None = None) -> PushReply:
+        return rpc.rpc_sync(self.name, _pull, args=(rank,))
 
     def push(self, request: PushRequest) -> PushReply:
-        return rpc.rpc_sync(SERVER, _push, args=(self._wire(request),))
+        return rpc.rpc_sync(self.name, _push, args=(self._wire(request),))
 
     def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
-        return rpc.rpc_async(SERVER, _push, args=(self._wire(request),))
+        return rpc.rpc_async(self.name, _push, args=(self._wire(request),))
 
     def _wire(self, request: PushRequest) -> PushRequest:
         if self._via_cpu:
@@ -64,8 +102,8 @@ class RemoteParameterStore:
         return request
 
 
-def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = None) -> None:
-    """Join the RPC group as `server` (rank 0) or `worker<rank>`.
+def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = None, shards: int = 1) -> None:
+    """Join the RPC group as a server shard (ranks below `shards`) or `worker<rank>`.
 
     Rendezvous reuses torchrun's store (env://) unless `rpc.port` asks for a TCP store of its own.
     """
@@ -86,11 +124,13 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
         _transports=["uv"],
     )
     if device_map:
-        options.set_device_map(SERVER, device_map)
+        for k in range(shards):
+            options.set_device_map(shard_name(k), device_map)
     # init_rpc's internal all-gather trips a deprecation warning inside torch itself; it is not ours to fix.
     warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
-    rpc.init_rpc(rank_name(rank), rank=rank, world_size=world_size, rpc_backend_options=options)
-    log.debug("rank %d joined RPC as %s (interface %s)", rank, rank_name(rank), ifname)
+    name = rank_name(rank, shards)
+    rpc.init_rpc(name, rank=rank, world_size=world_size, rpc_backend_options=options)
+    log.debug("rank %d joined RPC as %s (interface %s)", rank, name, ifname)
 
 
 def shutdown(graceful: bool = True, timeout_s: float = 30.0) -> None:

@@ -75,14 +75,14 @@ def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def assert_run_dir(run_dir: Path, worker_ranks: int) -> dict:
+def assert_run_dir(run_dir: Path, worker_ranks: int, shards: int = 1, exit_reason: str = "total_env_steps") -> dict:
     """The files every finished run leaves, and a summary with pushes from every worker rank."""
     for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"):
         assert (run_dir / name).is_file(), f"{name} missing from {sorted(os.listdir(run_dir))}"
     summary = read_summary(run_dir)
-    assert summary["exit_reason"] == "total_env_steps", summary
+    assert summary["exit_reason"] == exit_reason, summary
     assert summary["env_steps"] >= 4000
-    expected = {str(r) for r in range(1, worker_ranks + 1)}
+    expected = {str(r) for r in range(shards, shards + worker_ranks)}
     assert set(summary["pushes_per_rank"]) == expected, summary
     assert all(n > 0 for n in summary["pushes_per_rank"].values()), summary
     assert summary["rejected_pushes"] == 0
@@ -152,6 +152,42 @@ def test_a3c_train_local_launch(tmp_path: Path, jobs: Jobs, venv_bin: Path) -> N
     assert OmegaConf.load(run_dir / "config.yaml").workers == 2
     assert len(read_metrics(run_dir)) >= 1
     assert f"after {summary['env_steps']} env steps" in done.stdout
+
+
+@pytest.mark.timeout(240)
+def test_sharded_server_learns_and_its_checkpoint_resumes_unsharded(tmp_path: Path, jobs: Jobs, venv_bin: Path) -> None:
+    """server.shards=2: ranks 0-1 each own half of the weights, ranks 2-3 work; CartPole still reaches 475."""
+    run_dir = tmp_path / "run"
+    cmd = [venv_bin / "a3c-train", "workers=2", "server.shards=2", f"hydra.run.dir={run_dir}", *QUIET]
+    cmd += ["train.max_minutes=2", "train.log_interval_s=0.5"]
+
+    done = jobs.run(cmd, cwd=tmp_path, timeout=180, name="a3c-train shards=2")
+
+    assert_clean_success(done)
+    assert "2 parameter-server shards + 2 workers" in done.stdout
+    summary = assert_run_dir(run_dir, worker_ranks=2, shards=2, exit_reason="target_return")
+    assert summary["mean_return_100"] >= 475
+    shards = summary["shards"]
+    assert [s["shard"] for s in shards] == [0, 1] and all(s["pushes"] > 0 and s["version"] > 0 for s in shards)
+    # Every push reached both shards (the lead may have answered one more or fewer around the stop).
+    assert abs(shards[0]["pushes"] - shards[1]["pushes"]) <= 2 * 2, shards
+
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), state["config"]))
+    model = build_model(cfg, *env_spaces(cfg))
+    model.load_state_dict(state["model"])  # both halves assembled into the unsharded format
+    n = sum(p.numel() for p in model.parameters())
+    assert state["optimizer"]["state"][0]["exp_avg"].shape == (n,)
+
+    # One server continues the two shards' run (weights, Adam moments, counters) for 4000 more steps.
+    resumed = tmp_path / "resumed"
+    cmd = [venv_bin / "a3c-train", "workers=1", f"train.resume={run_dir / 'checkpoint.pt'}", f"hydra.run.dir={resumed}"]
+    cmd += [*QUIET, "train.target_return=null", f"train.total_env_steps={summary['env_steps'] + 4000}"]
+    done = jobs.run(cmd, cwd=tmp_path, timeout=120, name="a3c-train resume unsharded")
+    assert_clean_success(done)
+    again = read_summary(resumed)
+    assert again["exit_reason"] == "total_env_steps" and again["env_steps"] >= summary["env_steps"] + 4000, again
+    assert again["weight_version"] > summary["weight_version"]
 
 
 @pytest.mark.timeout(200)

@@ -301,6 +301,15 @@ def test_request_stop_sets_the_first_reason_only():
     assert _push(server, _grad(server, 0)).stop
 
 
+def test_a_worker_whose_first_pull_says_stop_counts_as_told():
+    """A run resumed past its stop condition stops at once: the server must not wait for a push that never comes."""
+    server = _server()
+    server.request_stop("target_return")
+    assert not server.wait_workers_told_to_stop({1, 2}, timeout_s=0.01)
+    assert server.pull(rank=1).stop and server.pull(rank=2).stop
+    assert server.wait_workers_told_to_stop({1, 2}, timeout_s=0.01)
+
+
 def test_stops_after_max_minutes():
     server = _server(train=TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=1.0))
     assert server.poll_stop() is None

@@ -3,12 +3,15 @@
     python scripts/bench_server.py                                   # mlp + atari sizes, 1/4/16/64 clients, 3 s each
     python scripts/bench_server.py --sizes atari --clients 1,2,4,8,16,32,64 --seconds 5 --out server.json
     python scripts/bench_server.py server.wire_dtype=bfloat16 optim=rmsprop     # Hydra overrides for the server
+    python scripts/bench_server.py --sizes atari --shards 1,2         # one server vs the weights in 2 shards
 
 Each configuration is a fresh RPC world on 127.0.0.1: rank 0 hosts the real `ParameterServer` behind
 `distributed_a3c.distributed.rpc` (the same `serve`/`init` as a training run), ranks 1.. are client
 processes, each running several threads when there are more clients than `--max-procs`. Every client
 thread loops `RemoteParameterStore.push` with a fixed random gradient of the model's size and keeps the
 version of each reply, as a worker does, so the server applies every push and answers with fresh weights.
+With --shards S > 1, ranks 0..S-1 each host one shard (server.shards=S) and a client pushes each slice to
+its shard at once, through the same `ShardedParameterStore` as a worker.
 
 Sizes: `mlp` is the default CartPole actor-critic built from the composed config (~9k floats); `atari`
 is model=cnn, the Nature CNN for 4x84x84 frames and 6 actions (~1.7M floats). The server keeps every push
@@ -93,9 +96,9 @@ def child_server(args: argparse.Namespace) -> None:
     cfg = precheck(args.overrides)
     model, _ = build_sized_model(args.size, args.overrides)
     never = TrainConfig(total_env_steps=2**62, target_return=None, max_minutes=None)
-    server = ParameterServer(model, cfg.optim, cfg.server, never)
+    server = ParameterServer(model, cfg.optim, cfg.server, never, shard=args.rank)
     rpc_edge.serve(server)
-    rpc_edge.init(0, args.world, cfg.rpc)
+    rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
     t0, busy0 = time.monotonic(), server.busy_s
     rpc_edge.shutdown(timeout_s=args.warmup + args.seconds + 120)
     elapsed = time.monotonic() - t0
@@ -103,6 +106,7 @@ def child_server(args: argparse.Namespace) -> None:
         args.result,
         {
             "numel": server.num_params,
+            "shard_numel": server.shard_numel,
             "pushes": sum(server.pushes_by_rank.values()),
             "busy_fraction": (server.busy_s - busy0) / max(elapsed, 1e-9),
             "staleness": server.staleness_summary(),
@@ -127,8 +131,8 @@ def child_client(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     cfg = precheck(args.overrides)
     grads = (torch.randn(args.numel) * 1e-3).to(WIRE_DTYPES[cfg.server.wire_dtype])
-    rpc_edge.init(args.rank, args.world, cfg.rpc)
-    store = rpc_edge.RemoteParameterStore(torch.device("cpu"))
+    rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
+    store = rpc_edge.remote_store(cfg.server.shards, torch.device("cpu"))
     t_start = time.perf_counter() + args.warmup
     t_end = t_start + args.seconds
     latencies: list[list[float]] = [[] for _ in range(args.threads)]
@@ -137,11 +141,11 @@ def child_client(args: argparse.Namespace) -> None:
 
     def client(i: int) -> None:
         try:
-            version = store.pull().version
+            reply = store.pull()
             while (a := time.perf_counter()) < t_end:
-                reply = store.push(PushRequest(rank=args.rank, version=version, grads=grads, env_steps=0))
+                request = PushRequest(args.rank, reply.version, grads, env_steps=0, shard_versions=reply.shard_versions)
+                reply = store.push(request)
                 b = time.perf_counter()
-                version = reply.version
                 if a >= t_start:
                     latencies[i].append(1e3 * (b - a))
                 if t_start <= b <= t_end:
@@ -172,7 +176,7 @@ def _write(path: str, result: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-# ----- one configuration: 1 server + client processes -------------------------------------------------------
+# ----- one configuration: the server shard(s) + client processes -------------------------------------------
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -185,9 +189,12 @@ def split_clients(clients: int, max_procs: int) -> list[int]:
     return [clients // procs + (i < clients % procs) for i in range(procs)]
 
 
-def run_config(size: str, numel: int, clients: int, args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+def run_config(
+    size: str, numel: int, clients: int, shards: int, args: argparse.Namespace, overrides: list[str]
+) -> dict[str, Any]:
     threads = split_clients(clients, args.max_procs)
-    world = 1 + len(threads)
+    world = shards + len(threads)
+    overrides = [*overrides, f"server.shards={shards}"]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "TP_SOCKET_IFNAME": "lo"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
@@ -195,8 +202,8 @@ def run_config(size: str, numel: int, clients: int, args: argparse.Namespace, ov
     timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds)]
     with tempfile.TemporaryDirectory(prefix="a3c-bench-server-") as tmp:
         d = Path(tmp)
-        specs = [["--child", "server", "--size", size, "--world", str(world)]]
-        for rank, n in enumerate(threads, start=1):
+        specs = [["--child", "server", "--size", size, "--world", str(world), "--rank", str(k)] for k in range(shards)]
+        for rank, n in enumerate(threads, start=shards):
             specs.append(["--child", "client", "--rank", str(rank), "--threads", str(n), "--numel", str(numel)])
             specs[-1] += ["--world", str(world)]
         procs = []
@@ -240,7 +247,7 @@ def run_config(size: str, numel: int, clients: int, args: argparse.Namespace, ov
             for _, log in procs:
                 log.close()
         results = [json.loads((d / f"rank{i}.json").read_text()) for i in range(world)]
-    server, client_results = results[0], results[1:]
+    server, shard_results, client_results = results[0], results[:shards], results[shards:]
     errors = [e for c in client_results for e in c["errors"]]
     if errors:
         raise RuntimeError(f"{size}, {clients} clients: a client failed: {errors[0]}")
@@ -249,6 +256,7 @@ def run_config(size: str, numel: int, clients: int, args: argparse.Namespace, ov
     bytes_per_push = numel * _dtype_bytes(server["wire_dtype"]) * 2  # gradient up, weights down
     return {
         "clients": clients,
+        "shards": shards,
         "procs": len(threads),
         "threads_per_proc": max(threads),
         "pushes_per_s": pushes_per_s,
@@ -257,7 +265,8 @@ def run_config(size: str, numel: int, clients: int, args: argparse.Namespace, ov
         "latency_ms_mean": sum(lat) / len(lat) if lat else None,
         "latency_ms_max": lat[-1] if lat else None,
         "payload_mb_per_s": pushes_per_s * bytes_per_push / 2**20,
-        "server_busy_fraction": server["busy_fraction"],
+        "server_busy_fraction": max(s["busy_fraction"] for s in shard_results),
+        "shard_busy_fractions": [s["busy_fraction"] for s in shard_results],
         "staleness_mean": server["staleness"].get("mean"),
         "staleness_p99": server["staleness"].get("p99"),
         "dropped_pushes": server["dropped"],
@@ -395,6 +404,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the server config (server.*, optim.*, rpc.*)")
     p.add_argument("--sizes", type=_size_list, default=list(SIZES), help="mlp,atari (default both)")
     p.add_argument("--clients", type=_int_list, default=[1, 4, 16, 64], help="client counts (default 1,4,16,64)")
+    p.add_argument("--shards", type=_int_list, default=[1], help="server.shards values to compare (default 1)")
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per configuration (default 3)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before that (default 1)")
     p.add_argument("--max-procs", type=int, default=8, help="client processes at most; more clients become threads")
@@ -445,16 +455,22 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         model, source = build_sized_model(size, overrides)
         numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        configs = []
-        for clients in args.clients:
-            print(f"bench_server: {size} ({numel:,} floats), {clients} clients ...", file=sys.stderr, flush=True)
-            configs.append(run_config(size, numel, clients, args, overrides))
-        results["sizes"][size] = {
-            "numel": numel,
-            "source": source,
-            "configs": configs,
-            "ceiling": ceiling(configs, args.saturation),
-        }
+        for shards in args.shards:
+            configs = []
+            for clients in args.clients:
+                print(
+                    f"bench_server: {size} ({numel:,} floats), {shards} shard(s), {clients} clients ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                configs.append(run_config(size, numel, clients, shards, args, overrides))
+            results["sizes"][size if shards == 1 else f"{size}, {shards} shards"] = {
+                "numel": numel,
+                "shards": shards,
+                "source": source,
+                "configs": configs,
+                "ceiling": ceiling(configs, args.saturation),
+            }
     print_tables(results, args.plain)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

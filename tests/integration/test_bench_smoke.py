@@ -148,6 +148,8 @@ def test_bench_server_runs_and_writes_json(tmp_path: Path, make_env: Callable[..
             "mlp",
             "--clients",
             "1,2",
+            "--shards",
+            "1,2",
             "--max-procs",
             "1",
             "--seconds",
@@ -176,3 +178,8 @@ def test_bench_server_runs_and_writes_json(tmp_path: Path, make_env: Callable[..
         assert c["dropped_pushes"] == 0
     assert mlp["ceiling"]["at_clients"] in (1, 2)
     assert positive(mlp["ceiling"]["max_pushes_per_s"])
+    sharded = res["sizes"]["mlp, 2 shards"]
+    assert sharded["shards"] == 2 and sharded["numel"] == mlp["numel"]
+    for c in sharded["configs"]:
+        assert positive(c["pushes_per_s"]) and c["dropped_pushes"] == 0
+        assert len(c["shard_busy_fractions"]) == 2 and all(b > 0 for b in c["shard_busy_fractions"]), c

@@ -42,6 +42,11 @@ def _servers(shards: int, optim: OptimConfig, train: TrainConfig = NO_STOP, **kw
     return [ParameterServer(_model(), optim, cfg, train, shard=k) for k in range(shards)]
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal to float32 rounding: fused Adam vectorizes a slice differently depending on where it starts."""
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def _assembled(shards: list[ParameterServer]) -> torch.Tensor:
     """The whole weight vector: each shard's own slice."""
     return torch.cat([s.flat.weights[lo:hi] for s, (lo, hi) in zip(shards, shards[0].bounds, strict=True)])
@@ -76,9 +81,9 @@ def test_sharded_and_unsharded_servers_apply_identical_updates_to_identical_push
         b = store.push(PushRequest(rank, version, grads.clone(), 10, [float(i)], shard_versions=shard_versions))
         assert (b.status, b.version, b.stop) == (a.status, a.version, a.stop)
         assert b.shard_versions == [a.version] * shards
-        assert torch.equal(_assembled(sharded), single.flat.weights)
+        _same(_assembled(sharded), single.flat.weights)
         if b.weights is not None:
-            assert torch.equal(b.weights, single.flat.weights)
+            _same(b.weights, single.flat.weights)
         versions[rank] = (b.version, b.shard_versions)
     assert single.dropped == sharded[0].dropped == 1
     # The lead shard keeps the run's statistics; the others only their slice.
@@ -100,9 +105,9 @@ def test_the_lead_checkpoints_the_whole_run_in_the_unsharded_format_and_any_shar
     got = sharded[0].state_dict([s.shard_state() for s in sharded[1:]])
     assert got["model"].keys() == expected["model"].keys()
     for k in expected["model"]:
-        assert torch.equal(got["model"][k], expected["model"][k])
+        _same(got["model"][k], expected["model"][k])
     for k, v in expected["optimizer"]["state"][0].items():
-        assert torch.equal(got["optimizer"]["state"][0][k], v), k
+        _same(got["optimizer"]["state"][0][k], v)
     assert got["version"] == expected["version"] == 5
     with pytest.raises(ValueError, match="states of 2 other shards"):
         sharded[0].state_dict()
@@ -119,8 +124,8 @@ def test_the_lead_checkpoints_the_whole_run_in_the_unsharded_format_and_any_shar
         single.push(PushRequest(1, single.version, grads.clone(), 10))
         resumed_single.push(PushRequest(1, resumed_single.version, grads.clone(), 10))
         reply = store2.push(PushRequest(1, resumed_sharded[0].version, grads.clone(), 10))
-    assert torch.equal(resumed_single.flat.weights, single.flat.weights)
-    assert torch.equal(store2.pull().weights, single.flat.weights)
+    _same(resumed_single.flat.weights, single.flat.weights)
+    _same(store2.pull().weights, single.flat.weights)
     assert reply.version == single.version == 8
 
 

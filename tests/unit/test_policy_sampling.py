@@ -100,3 +100,27 @@ def test_gaussian_samples_have_the_policy_mean_and_std():
     std = torch.exp(torch.tensor([-1.0, 0.5]))
     torch.testing.assert_close(samples.mean(0), mean, atol=float(5 * std.max() / math.sqrt(N_SAMPLES)), rtol=0)
     torch.testing.assert_close(samples.std(0), std, rtol=0.01, atol=0)
+
+
+@pytest.mark.parametrize("shared_torso", [False, True])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_functional_forward_equals_the_modules_and_follows_flattened_weights(shared_torso, activation):
+    from distributed_a3c.rl.grads import flatten_parameters_
+
+    torch.manual_seed(0)
+    obs_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+    model = MLPActorCritic(obs_space, gym.spaces.Discrete(4), [16, 8], activation, shared_torso)
+    flat = flatten_parameters_(model)
+    flat.load_(torch.randn(flat.numel))  # the layers the forward pass reads must be the flattened ones
+    obs = torch.randn(5, 3)
+    logits, values = model(obs)
+    if shared_torso:
+        h = model.torso(obs)
+        expected = model.policy_head(h), model.value_head(h).squeeze(-1)
+    else:
+        expected = model.actor(obs), model.critic(obs).squeeze(-1)
+    torch.testing.assert_close(logits, expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(values, expected[1], rtol=0, atol=0)
+    torch.testing.assert_close(model.value(obs), expected[1], rtol=0, atol=0)
+    (logits.sum() + values.sum()).backward()
+    assert float(flat.grads.abs().sum()) > 0  # gradients land in the flat buffer

@@ -83,9 +83,15 @@ def _nature_cnn_stand_in():
 
 
 # ----- child processes --------------------------------------------------------------------------------------
+def _pin(cpus: list[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def child_server(args: argparse.Namespace) -> None:
     import torch
 
+    _pin(args.server_cpus)
     from distributed_a3c.config import TrainConfig
     from distributed_a3c.distributed import rpc as rpc_edge
     from distributed_a3c.server import ParameterServer
@@ -123,6 +129,7 @@ def child_server(args: argparse.Namespace) -> None:
 def child_client(args: argparse.Namespace) -> None:
     import torch
 
+    _pin(args.client_cpus)
     from distributed_a3c.distributed import rpc as rpc_edge
     from distributed_a3c.messages import WIRE_DTYPES, PushRequest
     from distributed_a3c.train import precheck
@@ -200,6 +207,18 @@ def run_config(
     env.pop("WORLD_SIZE", None)
     env.pop("LOCAL_RANK", None)
     timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds)]
+    if args.pin:  # the server shard(s) on the first core(s), the clients on the rest
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < shards + 1:
+            raise RuntimeError(
+                f"--pin needs {shards + 1} cores (server shards + clients), this process has {len(cpus)}"
+            )
+        timing += [
+            "--server-cpus",
+            ",".join(map(str, cpus[:shards])),
+            "--client-cpus",
+            ",".join(map(str, cpus[shards:])),
+        ]
     with tempfile.TemporaryDirectory(prefix="a3c-bench-server-") as tmp:
         d = Path(tmp)
         specs = [["--child", "server", "--size", size, "--world", str(world), "--rank", str(k)] for k in range(shards)]
@@ -389,6 +408,10 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _cpu_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def _size_list(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in values if v not in SIZES]
@@ -412,6 +435,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="kill a configuration after this many seconds")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
+    p.add_argument(
+        "--pin", action="store_true", help="pin each server shard to a core of its own, the clients to the other cores"
+    )
     g = p.add_argument_group("internal")
     g.add_argument("--child", choices=["server", "client"], help=argparse.SUPPRESS)
     g.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
@@ -420,6 +446,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     g.add_argument("--numel", type=int, help=argparse.SUPPRESS)
     g.add_argument("--result", help=argparse.SUPPRESS)
+    g.add_argument("--server-cpus", type=_cpu_list, help=argparse.SUPPRESS)
+    g.add_argument("--client-cpus", type=_cpu_list, help=argparse.SUPPRESS)
     return p
 
 
@@ -449,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.seconds,
             "warmup": args.warmup,
             "max_procs": args.max_procs,
+            "pin": args.pin,
         },
         "sizes": {},
     }

@@ -75,18 +75,21 @@ class ShardedParameterStore:
 def _shard_request(request: PushRequest, k: int, lo: int, hi: int) -> PushRequest:
     """Shard k's part of a push: its slice of the gradient; the statistics go to the lead shard only."""
     version = request.version if request.shard_versions is None else request.shard_versions[k]
+    # A copy of the slice: TensorPipe sends a view's whole storage unless that is over twice the view,
+    # so an uncopied slice of half the vector would carry all of it.
+    grads = request.grads[lo:hi].clone()
     if k == 0:
         return PushRequest(
             request.rank,
             version,
-            request.grads[lo:hi],
+            grads,
             request.env_steps,
             request.episode_returns,
             request.episode_lengths,
             request.stats,
             request.obs_stats,
         )
-    return PushRequest(request.rank, version, request.grads[lo:hi], env_steps=0)
+    return PushRequest(request.rank, version, grads, env_steps=0)
 
 
 def merge_optimizer_states(states: Sequence[dict], sizes: Sequence[int]) -> dict:

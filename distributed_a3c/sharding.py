@@ -1,9 +1,9 @@
 """server.shards: the flat parameter vector split across several parameter servers.
 
 Shard k owns the contiguous slice `shard_bounds(numel, S)[k]` of the flat vector and its optimizer
-state. Adam and RMSprop are elementwise, so S shards fed the same pushes apply the updates one server
-would (to float32 rounding: fused Adam's vector lanes depend on where a slice starts); each shard keeps
-its own version, as the shards of Downpour SGD's parameter server do.
+state. Adam and RMSprop are elementwise, so S shards fed the same pushes apply exactly the updates one
+server would (tested bit for bit); each shard keeps its own version, as the shards of Downpour SGD's
+parameter server do.
 Shard 0 (the lead) also keeps the run's statistics, decides when to stop and writes the checkpoint,
 which holds the whole vector in the unsharded format: a run resumes with any number of shards.
 """

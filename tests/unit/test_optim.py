@@ -31,15 +31,19 @@ def _torch_step(param, optimizer, grad):
     param.grad = None
 
 
-@pytest.mark.parametrize("name", ["adam", "rmsprop"])
-def test_step_flat_matches_torch_optim_step_for_step(name):
-    (a, opt_a), (b, opt_b) = _pair(name)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(25):
+def _step_both(a, opt_a, b, opt_b, gen: torch.Generator, steps: int) -> None:
+    """The same random gradients through torch.optim (a) and step_flat (b); the weights agree after each."""
+    for _ in range(steps):
         grad = torch.randn(1000, generator=gen)
         _torch_step(a, opt_a, grad)
         step_flat(opt_b, b, grad)
         torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_step_flat_matches_torch_optim_step_for_step(name):
+    (a, opt_a), (b, opt_b) = _pair(name)
+    _step_both(a, opt_a, b, opt_b, torch.Generator().manual_seed(1), 25)
     state_a, state_b = opt_a.state_dict()["state"][0], opt_b.state_dict()["state"][0]
     assert state_a.keys() == state_b.keys()
     for key in state_a:
@@ -50,19 +54,12 @@ def test_step_flat_matches_torch_optim_step_for_step(name):
 def test_state_written_by_step_flat_loads_into_torch_optim_and_back(name):
     (a, opt_a), (b, opt_b) = _pair(name)
     gen = torch.Generator().manual_seed(2)
-    for _ in range(5):
-        grad = torch.randn(1000, generator=gen)
-        _torch_step(a, opt_a, grad)
-        step_flat(opt_b, b, grad)
+    _step_both(a, opt_a, b, opt_b, gen, 5)
     # Swap the states: each continues from the other's, through the other path.
     sa, sb = copy.deepcopy(opt_a.state_dict()), copy.deepcopy(opt_b.state_dict())
     opt_a.load_state_dict(sb)
     opt_b.load_state_dict(sa)
-    for _ in range(5):
-        grad = torch.randn(1000, generator=gen)
-        _torch_step(a, opt_a, grad)
-        step_flat(opt_b, b, grad)
-    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-6, atol=1e-7)
+    _step_both(a, opt_a, b, opt_b, gen, 5)
     assert float(opt_a.state_dict()["state"][0]["step"]) == float(opt_b.state_dict()["state"][0]["step"]) == 10
 
 

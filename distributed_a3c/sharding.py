@@ -29,6 +29,8 @@ class ShardedParameterStore:
     replies are assembled into one weight vector. The lead shard (0) gets the episode statistics and
     its reply's version, status and stop decision stand for the whole push. The per-shard versions the
     worker holds travel in `shard_versions` of the reply and come back in its next request.
+
+    One push in flight at a time, as a worker makes them: replies share the store's assembled weights.
     """
 
     def __init__(self, shards: Sequence[ParameterStore]) -> None:

@@ -139,7 +139,6 @@ def child_client(args: argparse.Namespace) -> None:
     cfg = precheck(args.overrides)
     grads = (torch.randn(args.numel) * 1e-3).to(WIRE_DTYPES[cfg.server.wire_dtype])
     rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
-    store = rpc_edge.remote_store(cfg.server.shards, torch.device("cpu"))
     t_start = time.perf_counter() + args.warmup
     t_end = t_start + args.seconds
     latencies: list[list[float]] = [[] for _ in range(args.threads)]
@@ -148,6 +147,7 @@ def child_client(args: argparse.Namespace) -> None:
 
     def client(i: int) -> None:
         try:
+            store = rpc_edge.remote_store(cfg.server.shards, torch.device("cpu"))  # one push in flight per store
             reply = store.pull()
             while (a := time.perf_counter()) < t_end:
                 request = PushRequest(args.rank, reply.version, grads, env_steps=0, shard_versions=reply.shard_versions)

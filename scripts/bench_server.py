@@ -82,6 +82,22 @@ def _nature_cnn_stand_in():
     )
 
 
+class _EchoServer:
+    """--echo: answer every push with a copy of the weights and do nothing else (the RPC layer's floor)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def pull(self, rank=None):
+        return self.server.pull(rank)
+
+    def push(self, req):
+        from distributed_a3c.messages import PushReply
+
+        self.server.pushes_by_rank[req.rank] += 1
+        return PushReply(req.version + 1, self.server._wire_weights(), shard_versions=None)
+
+
 # ----- child processes --------------------------------------------------------------------------------------
 def _pin(cpus: list[int] | None) -> None:
     if cpus:
@@ -103,11 +119,12 @@ def child_server(args: argparse.Namespace) -> None:
     model, _ = build_sized_model(args.size, args.overrides)
     never = TrainConfig(total_env_steps=2**62, target_return=None, max_minutes=None)
     server = ParameterServer(model, cfg.optim, cfg.server, never, shard=args.rank)
-    rpc_edge.serve(server)
+    rpc_edge.serve(_EchoServer(server) if args.echo else server)
     rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
-    t0, busy0 = time.monotonic(), server.busy_s
+    t0, busy0, cpu0 = time.monotonic(), server.busy_s, time.process_time()
     rpc_edge.shutdown(timeout_s=args.warmup + args.seconds + 120)
     elapsed = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
     _write(
         args.result,
         {
@@ -115,6 +132,7 @@ def child_server(args: argparse.Namespace) -> None:
             "shard_numel": server.shard_numel,
             "pushes": sum(server.pushes_by_rank.values()),
             "busy_fraction": (server.busy_s - busy0) / max(elapsed, 1e-9),
+            "cpu_fraction": cpu / max(elapsed, 1e-9),
             "staleness": server.staleness_summary(),
             "dropped": server.dropped,
             "rejected": server.rejected,
@@ -206,7 +224,7 @@ def run_config(
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     env.pop("LOCAL_RANK", None)
-    timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds)]
+    timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds), *(["--echo"] if args.echo else [])]
     if args.pin:  # the server shard(s) on the first core(s), the clients on the rest
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < shards + 1:
@@ -286,6 +304,7 @@ def run_config(
         "payload_mb_per_s": pushes_per_s * bytes_per_push / 2**20,
         "server_busy_fraction": max(s["busy_fraction"] for s in shard_results),
         "shard_busy_fractions": [s["busy_fraction"] for s in shard_results],
+        "server_cpu_fraction": max(s["cpu_fraction"] for s in shard_results),
         "staleness_mean": server["staleness"].get("mean"),
         "staleness_p99": server["staleness"].get("p99"),
         "dropped_pushes": server["dropped"],
@@ -362,7 +381,18 @@ def _f(v: Any, fmt: str) -> str:
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
-    head = ["clients", "procs x thr", "pushes/s", "gain", "p50 ms", "p99 ms", "MiB/s", "srv busy", "stale mean/p99"]
+    head = [
+        "clients",
+        "procs x thr",
+        "pushes/s",
+        "gain",
+        "p50 ms",
+        "p99 ms",
+        "MiB/s",
+        "srv busy",
+        "srv cpu",
+        "stale mean/p99",
+    ]
     for size, s in results["sizes"].items():
         body, prev = [], None
         for c in s["configs"]:
@@ -378,6 +408,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                     _f(c["latency_ms_p99"], ".2f"),
                     _f(c["payload_mb_per_s"], ".0f"),
                     _f(c["server_busy_fraction"], ".2f"),
+                    _f(c["server_cpu_fraction"], ".2f"),
                     f"{_f(c['staleness_mean'], '.1f')}/{_f(c['staleness_p99'], 'd')}",
                 ]
             )
@@ -436,6 +467,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
     p.add_argument(
+        "--echo",
+        action="store_true",
+        help="the server only answers each push with the weights (no update): the RPC layer's ceiling",
+    )
+    p.add_argument(
         "--pin", action="store_true", help="pin each server shard to a core of its own, the clients to the other cores"
     )
     g = p.add_argument_group("internal")
@@ -478,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "max_procs": args.max_procs,
             "pin": args.pin,
+            "echo": args.echo,
         },
         "sizes": {},
     }

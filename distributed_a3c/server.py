@@ -57,7 +57,7 @@ class ParameterServer:
         self.bounds = shard_bounds(self.flat.numel, server_cfg.shards)
         lo, hi = self.bounds[shard]
         # One flat Parameter sharing storage with the model (this shard's slice of it): an optimizer step
-        # is one fused call.
+        # updates one tensor.
         self._param = nn.Parameter(self.flat.weights[lo:hi])
         self.optimizer = build_optimizer([self._param], optim_cfg)
         self.cfg = server_cfg
@@ -334,16 +334,16 @@ class ParameterServer:
             return row
 
     # ----- checkpointing ---------------------------------------------------------------------------
+    def shard_stats(self) -> dict:
+        """This shard's version, pushes and busy seconds (for the summary)."""
+        with self._lock:
+            return {"version": self.version, "pushes": sum(self.pushes_by_rank.values()), "busy_s": self.busy_s}
+
     def shard_state(self) -> dict:
         """This shard's slice of the weights, its optimizer state and counters (for the lead's checkpoint)."""
         with self._lock:
-            return {
-                "weights": self._param.detach().cpu().clone(),
-                "optimizer": self._optimizer_state(),
-                "version": self.version,
-                "pushes": sum(self.pushes_by_rank.values()),
-                "busy_s": self.busy_s,
-            }
+            state = {"weights": self._param.detach().cpu().clone(), "optimizer": self._optimizer_state()}
+        return {**state, **self.shard_stats()}
 
     def state_dict(self, other_shards: list[dict] = ()) -> dict:
         """The whole run's state in the unsharded format; a lead shard needs the other shards' states."""

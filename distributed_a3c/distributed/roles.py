@@ -232,7 +232,7 @@ def _summary(server: ParameterServer, world_size: int, other_shards: list[dict] 
         "server_busy_fraction": round(server.busy_s / wall, 4),
         "shards": [
             {"shard": k, "version": s["version"], "pushes": s["pushes"], "busy_fraction": round(s["busy_s"] / wall, 4)}
-            for k, s in enumerate([server.shard_state(), *(other_shards or [])])
+            for k, s in enumerate([server.shard_stats(), *(other_shards or [])])
         ],
         "peak_rss_mb_by_rank": {"0": round(peak_rss_mb(), 1), **worker_rss},
     }

@@ -50,14 +50,10 @@ def _pull(rank: int | None) -> PushReply:
     return _server.pull(rank)
 
 
-def _stop_and_get_state() -> dict:
+def _shard_state(stop: bool) -> dict:
     assert _server is not None, "a shard's state was asked of a rank that hosts no parameter server"
-    _server.request_stop("stopped by the lead shard")
-    return _server.shard_state()
-
-
-def _get_state() -> dict:
-    assert _server is not None, "a shard's state was asked of a rank that hosts no parameter server"
+    if stop:
+        _server.request_stop("stopped by the lead shard")
     return _server.shard_state()
 
 
@@ -66,8 +62,7 @@ def shard_states(shards: int, stop: bool = False) -> list[dict]:
 
     stop: freeze them first, so the states are final (the end of training).
     """
-    fn = _stop_and_get_state if stop else _get_state
-    futures = [rpc.rpc_async(shard_name(k), fn) for k in range(1, shards)]
+    futures = [rpc.rpc_async(shard_name(k), _shard_state, args=(stop,)) for k in range(1, shards)]
     return [f.wait() for f in futures]
 
 

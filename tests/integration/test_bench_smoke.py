@@ -183,3 +183,18 @@ def test_bench_server_runs_and_writes_json(tmp_path: Path, make_env: Callable[..
     for c in sharded["configs"]:
         assert positive(c["pushes_per_s"]) and c["dropped_pushes"] == 0
         assert len(c["shard_busy_fractions"]) == 2 and all(b > 0 for b in c["shard_busy_fractions"]), c
+
+
+@pytest.mark.timeout(200)
+def test_bench_server_echo_on_pinned_cores(tmp_path: Path, make_env: Callable[..., dict[str, str]]) -> None:
+    """--echo answers without updating (the RPC floor); --pin puts the server and the clients on separate cores."""
+    out = tmp_path / "echo.json"
+    args = [str(SCRIPTS / "bench_server.py"), "--sizes", "mlp", "--clients", "2", "--max-procs", "1"]
+    args += ["--seconds", "1", "--warmup", "0.5", "--plain", "--echo", "--pin", "--out", str(out)]
+    r = run_script(args, timeout_s=150, make_env=make_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["meta"]["echo"] is True and res["meta"]["pin"] is True
+    (config,) = res["sizes"]["mlp"]["configs"]
+    assert positive(config["pushes_per_s"]) and 0 < config["server_cpu_fraction"] <= 1.5
+    assert config["server_busy_fraction"] == 0  # the echo server never runs an update

@@ -170,17 +170,16 @@ class CNNActorCritic(nn.Module):
         self.continuous = False
         if conv not in CONV_TORSOS:
             raise ValueError(f"model.conv={conv!r} is invalid: must be one of {', '.join(CONV_TORSOS)}")
-        layers_spec = CONV_TORSOS[conv]
         conv_layers: list[nn.Module] = []
         in_ch = obs_space.shape[0]
-        for out_ch, kernel, stride in layers_spec:
+        for out_ch, kernel, stride in CONV_TORSOS[conv]:
             conv_layers += [_orthogonal(nn.Conv2d(in_ch, out_ch, kernel, stride=stride), math.sqrt(2)), nn.ReLU()]
             in_ch = out_ch
-        conv = nn.Sequential(*conv_layers, nn.Flatten())
+        convs = nn.Sequential(*conv_layers, nn.Flatten())
         with torch.no_grad():
-            flat = conv(torch.zeros(1, *obs_space.shape)).shape[1]
+            flat = convs(torch.zeros(1, *obs_space.shape)).shape[1]
         sizes = [flat, *hidden_sizes]
-        layers: list[nn.Module] = [conv]
+        layers: list[nn.Module] = [convs]
         for a, b in zip(sizes[:-1], sizes[1:], strict=False):
             layers += [_orthogonal(nn.Linear(a, b), math.sqrt(2)), ACTIVATIONS[activation]()]
         self.torso = nn.Sequential(*layers)

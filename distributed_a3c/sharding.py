@@ -5,7 +5,10 @@ state. Adam and RMSprop are elementwise, so S shards fed the same pushes apply e
 server would (tested bit for bit); each shard keeps its own version, as the shards of Downpour SGD's
 parameter server do.
 Shard 0 (the lead) also keeps the run's statistics, decides when to stop and writes the checkpoint,
-which holds the whole vector in the unsharded format: a run resumes with any number of shards.
+which holds the whole vector in the unsharded format: a run resumes with any number of shards. The
+other shards stop when the lead tells them, just before the final checkpoint, so a push in flight at
+the stop may still be applied to their slices: the last checkpoint's slices can differ by a version or
+two, as any shard's can while training runs.
 """
 
 from __future__ import annotations

@@ -226,11 +226,7 @@ def run_config(
     env.pop("LOCAL_RANK", None)
     timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds), *(["--echo"] if args.echo else [])]
     if args.pin:  # the server shard(s) on the first core(s), the clients on the rest
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < shards + 1:
-            raise RuntimeError(
-                f"--pin needs {shards + 1} cores (server shards + clients), this process has {len(cpus)}"
-            )
+        cpus = sorted(os.sched_getaffinity(0))  # enough of them: checked in main()
         timing += [
             "--server-cpus",
             ",".join(map(str, cpus[:shards])),
@@ -499,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.max_procs < 1:
         parser().error("--max-procs must be >= 1")
+    cores = len(os.sched_getaffinity(0))
+    if args.pin and cores < max(args.shards) + 1:
+        parser().error(
+            f"--pin needs {max(args.shards) + 1} cores (a core per server shard + the clients), this has {cores}"
+        )
     if args.timeout is None:
         args.timeout = args.warmup + args.seconds + 180
     overrides = DEFAULT_OVERRIDES + list(args.overrides)

@@ -6,7 +6,6 @@ from several threads at once; a lock serializes updates so each push sees consis
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import threading
@@ -19,7 +18,7 @@ from torch import nn
 
 from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import WIRE_DTYPES, PushReply, PushRequest, completed
-from distributed_a3c.optim import build_optimizer, step_flat
+from distributed_a3c.optim import FlatOptimizer
 from distributed_a3c.rl.grads import flatten_parameters_
 from distributed_a3c.rl.normalize import RunningMeanStd
 from distributed_a3c.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
@@ -56,10 +55,10 @@ class ParameterServer:
         self.shard = shard
         self.bounds = shard_bounds(self.flat.numel, server_cfg.shards)
         lo, hi = self.bounds[shard]
-        # One flat Parameter sharing storage with the model (this shard's slice of it): an optimizer step
+        # One flat tensor sharing storage with the model (this shard's slice of it): an optimizer step
         # updates one tensor.
-        self._param = nn.Parameter(self.flat.weights[lo:hi])
-        self.optimizer = build_optimizer([self._param], optim_cfg)
+        self._param = self.flat.weights[lo:hi]
+        self.optimizer = FlatOptimizer(self._param, optim_cfg)
         self.cfg = server_cfg
         self.train_cfg = train_cfg
         self.device = torch.device(device)
@@ -238,7 +237,7 @@ class ParameterServer:
         return grads.to(self.device, torch.float32, non_blocking=True)
 
     def _step(self, grads: torch.Tensor) -> None:
-        step_flat(self.optimizer, self._param, grads)
+        self.optimizer.step(grads)
         self.version += 1
 
     def gradient_error(self, grads: object) -> str | None:
@@ -342,7 +341,7 @@ class ParameterServer:
     def shard_state(self) -> dict:
         """This shard's slice of the weights, its optimizer state and counters (for the lead's checkpoint)."""
         with self._lock:
-            state = {"weights": self._param.detach().cpu().clone(), "optimizer": self._optimizer_state()}
+            state = {"weights": self._param.detach().cpu().clone(), "optimizer": self.optimizer.state_dict()}
         return {**state, **self.shard_stats()}
 
     def state_dict(self, other_shards: list[dict] = ()) -> dict:
@@ -350,7 +349,7 @@ class ParameterServer:
         if len(other_shards) != len(self.bounds) - 1:
             raise ValueError(f"state_dict needs the states of {len(self.bounds) - 1} other shards")
         with self._lock:
-            optimizer = self._optimizer_state()
+            optimizer = self.optimizer.state_dict()
             if other_shards:
                 for state, (lo, hi) in zip(other_shards, self.bounds[1:], strict=True):
                     self.flat.weights[lo:hi].copy_(state["weights"])
@@ -365,11 +364,6 @@ class ParameterServer:
                 "returns": list(self.returns),
                 "obs_stats": None if self.obs_stats is None else self.obs_stats.state_dict(),
             }
-
-    def _optimizer_state(self) -> dict:
-        # A copy: optimizer.state_dict() holds the live moment tensors, which the next push would change
-        # while the checkpoint is being written.
-        return copy.deepcopy(self.optimizer.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint written with any number of shards: take this shard's slice of it."""

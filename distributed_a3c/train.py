@@ -190,6 +190,15 @@ def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
     return 1
 
 
+def _exit_without_teardown(code: int) -> None:
+    """End the launcher now: its ranks have exited and written everything, and the interpreter's teardown
+    of torch would add 0.3-0.5 s to every job's launch-to-exit time for nothing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def _hydra_main(dcfg: DictConfig) -> None:
     try:
@@ -204,7 +213,7 @@ def _hydra_main(dcfg: DictConfig) -> None:
         shards = cfg.server.shards
         servers = "1 parameter server" if shards == 1 else f"{shards} parameter-server shards"
         print(f"{PROG}: {servers} + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
-        sys.exit(launch_local(shards + cfg.workers, rank_main, cfg, run_dir, config_dict))
+        _exit_without_teardown(launch_local(shards + cfg.workers, rank_main, cfg, run_dir, config_dict))
     sys.exit(rank_main(cfg, run_dir, config_dict))
 
 

@@ -159,6 +159,13 @@ class RpcConfig:
     """Timeout of one RPC call."""
     num_threads: int = 8
     """RPC worker threads on each rank."""
+    transports: list[str] = field(default_factory=lambda: ["uv"])
+    """TensorPipe transports, best first: uv (TCP), shm (shared memory), ibv (InfiniBand); must include uv.
+
+    Each pair of ranks uses the first one both can (shm only within one host and network namespace).
+    [shm, uv] halves a push's round trip on one host, but every rank's shm reactor busy-polls a core:
+    worth it only where cores are spare (docs/BENCHMARKS.md); on the 2-core machine it slows training.
+    """
 
 
 @dataclass
@@ -226,6 +233,7 @@ ACTIVATIONS = ("tanh", "relu")
 WANDB_MODES = ("offline", "online", "disabled")
 SERVER_DEVICES = ("cpu", "cuda", "auto")
 WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+RPC_TRANSPORTS = ("shm", "uv", "ibv")
 
 
 def _check(errors: list[str], ok: bool, key: str, value: object, allowed: str) -> None:
@@ -308,6 +316,16 @@ def config_errors(cfg: Config) -> list[str]:
     )
     _check(e, cfg.rpc.timeout_s > 0, "rpc.timeout_s", cfg.rpc.timeout_s, "> 0")
     _check(e, cfg.rpc.num_threads >= 1, "rpc.num_threads", cfg.rpc.num_threads, ">= 1")
+    _check(
+        e,
+        "uv" in cfg.rpc.transports
+        and len(set(cfg.rpc.transports)) == len(cfg.rpc.transports)
+        and set(cfg.rpc.transports) <= set(RPC_TRANSPORTS),
+        "rpc.transports",
+        list(cfg.rpc.transports),
+        "distinct names from " + ", ".join(RPC_TRANSPORTS) + ", best first, including uv (TCP: the one every pair"
+        " of ranks can use)",
+    )
     _check(e, cfg.train.total_env_steps >= 1, "train.total_env_steps", cfg.train.total_env_steps, ">= 1")
     _check(
         e,

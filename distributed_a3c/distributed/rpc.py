@@ -116,7 +116,7 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
         num_worker_threads=cfg.num_threads,
         rpc_timeout=cfg.timeout_s,
         init_method=init_method,
-        _transports=["uv"],
+        _transports=list(cfg.transports),
     )
     if device_map:
         for k in range(shards):

@@ -43,11 +43,12 @@ def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> in
         monitor_interval=0.1,
         start_method="fork",
         # Ctrl-C reaches every rank anyway and the server stops the job gracefully; the launcher
-        # only waits for its ranks (it still tears them down on SIGTERM/SIGHUP/SIGQUIT).
+        # notes it, waits for its ranks and exits 130 (it still tears them down on SIGTERM/SIGHUP/SIGQUIT).
         signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_DropTraceback())
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
         elastic_launch(config, entry)(*args)
     except SignalException as e:
@@ -65,4 +66,7 @@ def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> in
         return code
     finally:
         signal.signal(signal.SIGINT, previous)
+    if interrupted:  # the job stopped as asked, but did not finish: say so to a calling script
+        print("a3c-train: interrupted; rank 0 wrote its checkpoint and summary", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0

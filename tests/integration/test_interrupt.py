@@ -1,0 +1,75 @@
+"""Stopping a job from outside: Ctrl-C in a terminal and a scheduler's SIGTERM both keep a checkpoint.
+
+What a user expects of a long run: it stops within seconds, rank 0 writes its checkpoint and summary, no
+rank is left behind, and the checkpoint resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from distributed_a3c.checkpoint import load_checkpoint
+
+if TYPE_CHECKING:
+    from conftest import Job, Jobs
+
+pytestmark = pytest.mark.integration
+
+ENDLESS = ["train.total_env_steps=1000000000", "train.target_return=null", "train.log_interval_s=0.25"]
+
+
+def _start_training(jobs: Jobs, venv_bin: Path, run_dir: Path, cwd: Path) -> Job:
+    job = jobs.start([venv_bin / "a3c-train", "logger=quiet", *ENDLESS, f"hydra.run.dir={run_dir}"], cwd=cwd)
+    deadline = time.monotonic() + 90
+    metrics = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline:  # training is under way once a row has counted env steps
+        if metrics.is_file() and any(json.loads(x).get("global_step", 0) > 0 for x in metrics.read_text().splitlines()):
+            return job
+        assert job.popen.poll() is None, job.wait(1).describe()
+        time.sleep(0.2)
+    pytest.fail(f"no metrics row with env steps after 90 s:\n{job.wait(1).describe()}")
+
+
+def _assert_stopped_with_checkpoint(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["exit_reason"] == "interrupted", summary
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["env_steps"] == summary["env_steps"] > 0
+    assert state["optimizer"]["state"][0]["exp_avg"].numel() > 0
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_every_rank_and_keeps_the_checkpoint(tmp_path: Path, jobs: Jobs, venv_bin: Path) -> None:
+    run_dir = tmp_path / "run"
+    job = _start_training(jobs, venv_bin, run_dir, tmp_path)
+    os.killpg(job.pgid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground process group
+    done = job.wait(timeout=30)
+    assert done.returncode == 128 + signal.SIGINT, done.describe()  # a calling script must not go on
+    assert not done.leftover_pids, done.describe()
+    assert "Traceback" not in done.output, done.describe()
+    assert "done: interrupted" in done.stdout, done.describe()
+    assert "a3c-train: interrupted; rank 0 wrote its checkpoint and summary" in done.stderr, done.describe()
+    _assert_stopped_with_checkpoint(run_dir)
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_to_the_launcher_stops_every_rank_and_keeps_the_checkpoint(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path
+) -> None:
+    """A scheduler (or `kill`) signals only the launcher; it passes the stop to its ranks."""
+    run_dir = tmp_path / "run"
+    job = _start_training(jobs, venv_bin, run_dir, tmp_path)
+    job.popen.send_signal(signal.SIGTERM)
+    done = job.wait(timeout=30)
+    assert done.returncode == 128 + signal.SIGTERM, done.describe()
+    assert not done.leftover_pids, done.describe()
+    assert "Traceback" not in done.output, done.describe()
+    assert "stopped by SIGTERM; rank 0 wrote its checkpoint and summary" in done.stderr, done.describe()
+    _assert_stopped_with_checkpoint(run_dir)

@@ -4,6 +4,7 @@
     python scripts/bench_server.py --sizes atari --clients 1,2,4,8,16,32,64 --seconds 5 --out server.json
     python scripts/bench_server.py server.wire_dtype=bfloat16 optim=rmsprop     # Hydra overrides for the server
     python scripts/bench_server.py --sizes atari --shards 1,2         # one server vs the weights in 2 shards
+    python scripts/bench_server.py --sizes mlp --clients 16 --think-ms 10   # latency at a worker-like load
 
 Each configuration is a fresh RPC world on 127.0.0.1: rank 0 hosts the real `ParameterServer` behind
 `distributed_a3c.distributed.rpc` (the same `serve`/`init` as a training run), ranks 1.. are client
@@ -19,6 +20,8 @@ is model=cnn, the Nature CNN for 4x84x84 frames and 6 actions (~1.7M floats). Th
 
 Pushes/s counts pushes completed inside the measured window (after --warmup) by all clients; latency is
 client-side round trip (send gradient, server update, receive weights) of pushes started in the window.
+With --think-ms a client pauses after each reply, so the offered load is below the ceiling and the latency
+shows the queueing that a given number of workers would meet.
 The ceiling is the client count after which pushes/s grows by less than --saturation (default 10%).
 """
 
@@ -175,6 +178,8 @@ def child_client(args: argparse.Namespace) -> None:
                     latencies[i].append(1e3 * (b - a))
                 if t_start <= b <= t_end:
                     completed[i] += 1
+                if args.think_ms > 0:
+                    time.sleep(args.think_ms / 1e3)
         except Exception as e:  # reported, and the parent fails the configuration
             errors.append(f"{type(e).__name__}: {e}")
 
@@ -224,7 +229,8 @@ def run_config(
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     env.pop("LOCAL_RANK", None)
-    timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds), *(["--echo"] if args.echo else [])]
+    timing = ["--warmup", str(args.warmup), "--seconds", str(args.seconds), "--think-ms", str(args.think_ms)]
+    timing += ["--echo"] if args.echo else []
     if args.pin:  # the server shard(s) on the first core(s), the clients on the rest
         cpus = sorted(os.sched_getaffinity(0))  # enough of them: checked in main()
         timing += [
@@ -470,6 +476,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pin", action="store_true", help="pin each server shard to a core of its own, the clients to the other cores"
     )
+    p.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="each client waits this long after a reply before its next push, as a worker computes its next "
+        "rollout (default 0: back to back, the server's ceiling)",
+    )
     g = p.add_argument_group("internal")
     g.add_argument("--child", choices=["server", "client"], help=argparse.SUPPRESS)
     g.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
@@ -495,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.max_procs < 1:
         parser().error("--max-procs must be >= 1")
+    if args.think_ms < 0:
+        parser().error(f"--think-ms must be >= 0, not {args.think_ms:g}")
     cores = len(os.sched_getaffinity(0))
     if args.pin and cores < max(args.shards) + 1:
         parser().error(
@@ -516,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_procs": args.max_procs,
             "pin": args.pin,
             "echo": args.echo,
+            "think_ms": args.think_ms,
         },
         "sizes": {},
     }

@@ -198,3 +198,26 @@ def test_bench_server_echo_on_pinned_cores(tmp_path: Path, make_env: Callable[..
     (config,) = res["sizes"]["mlp"]["configs"]
     assert positive(config["pushes_per_s"]) and 0 < config["server_cpu_fraction"] <= 1.5
     assert config["server_busy_fraction"] == 0  # the echo server never runs an update
+
+
+@pytest.mark.timeout(200)
+def test_bench_server_think_time_paces_the_clients_over_shared_memory(
+    tmp_path: Path, make_env: Callable[..., dict[str, str]]
+) -> None:
+    """--think-ms bounds each client's rate; rpc.transports reaches the server and clients alike."""
+    out = tmp_path / "think.json"
+    args = [str(SCRIPTS / "bench_server.py"), "--sizes", "mlp", "--clients", "1", "--think-ms", "50"]
+    args += ["--seconds", "2", "--warmup", "0.5", "--plain", "--out", str(out), "rpc.transports=[shm,uv]"]
+    r = run_script(args, timeout_s=150, make_env=make_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["meta"]["think_ms"] == 50 and "rpc.transports=[shm,uv]" in res["meta"]["overrides"]
+    (config,) = res["sizes"]["mlp"]["configs"]
+    assert 0 < config["pushes_per_s"] <= 1000 / 50  # at most one push per think time
+    assert positive(config["latency_ms_p99"])
+
+
+def test_bench_server_negative_think_time_is_a_usage_error(make_env: Callable[..., dict[str, str]]) -> None:
+    r = run_script([str(SCRIPTS / "bench_server.py"), "--think-ms", "-1"], timeout_s=60, make_env=make_env)
+    assert r.returncode == 2
+    assert "--think-ms must be >= 0, not -1" in r.stderr and "Traceback" not in r.stderr

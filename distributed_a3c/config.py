@@ -164,7 +164,7 @@ class RpcConfig:
 
     Each pair of ranks uses the first one both can (shm only within one host and network namespace).
     [shm, uv] halves a push's round trip on one host, but every rank's shm reactor busy-polls a core:
-    worth it only where cores are spare (docs/BENCHMARKS.md); on the 2-core machine it slows training.
+    worth it only where cores are spare (docs/BENCHMARKS.md); on 2 cores it gave the default job nothing.
     """
 
 

@@ -25,6 +25,15 @@ class _DropTraceback(logging.Filter):
         return True
 
 
+def _signal_name(signum: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+    # SIGKILL that nobody sent by hand is most often the kernel's out-of-memory killer.
+    return f"{name} (if nobody sent it: out of memory? see dmesg)" if signum == signal.SIGKILL else name
+
+
 def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> int:
     """Run `entry(*args)` in `num_ranks` ranks on this machine; return the job's exit code.
 
@@ -59,11 +68,13 @@ def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> in
         return 128 + int(e.sigval)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
-        code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
+        if failure.exitcode < 0:  # killed by a signal: it had no chance to say why
+            print(f"a3c-train: error: rank {rank} was killed by {_signal_name(-failure.exitcode)}", file=sys.stderr)
+            return 128 - failure.exitcode
         print(
             f"a3c-train: error: rank {rank} exited with code {failure.exitcode}; see its message above", file=sys.stderr
         )
-        return code
+        return failure.exitcode or 1
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupted:  # the job stopped as asked, but did not finish: say so to a calling script

@@ -73,3 +73,29 @@ def test_sigterm_to_the_launcher_stops_every_rank_and_keeps_the_checkpoint(
     assert "Traceback" not in done.output, done.describe()
     assert "stopped by SIGTERM; rank 0 wrote its checkpoint and summary" in done.stderr, done.describe()
     _assert_stopped_with_checkpoint(run_dir)
+
+
+def _rank_pids(launcher_pid: int) -> list[int]:
+    """Pids of the ranks the local launcher forked, in rank order (it forks them one after another)."""
+    children = []
+    for task in Path(f"/proc/{launcher_pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return sorted(children)
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_worker_ends_the_job_with_a_line_naming_it_and_keeps_the_checkpoint(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path
+) -> None:
+    """A worker lost to SIGKILL (e.g. the OOM killer): the job ends at once, rank 0 still saves."""
+    run_dir = tmp_path / "run"
+    job = _start_training(jobs, venv_bin, run_dir, tmp_path)
+    ranks = _rank_pids(job.popen.pid)
+    assert len(ranks) == 3, ranks
+    os.kill(ranks[2], signal.SIGKILL)
+    done = job.wait(timeout=30)
+    assert done.returncode == 128 + signal.SIGKILL, done.describe()
+    assert not done.leftover_pids, done.describe()
+    assert "Traceback" not in done.output, done.describe()
+    assert "a3c-train: error: rank 2 was killed by SIGKILL" in done.stderr, done.describe()
+    _assert_stopped_with_checkpoint(run_dir)

@@ -18,7 +18,7 @@ import pytest
 from distributed_a3c.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
-    from conftest import Job, Jobs
+    from conftest import Finished, Job, Jobs
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,20 @@ def _start_training(jobs: Jobs, venv_bin: Path, run_dir: Path, cwd: Path) -> Job
     pytest.fail(f"no metrics row with env steps after 90 s:\n{job.wait(1).describe()}")
 
 
-def _assert_stopped_with_checkpoint(run_dir: Path) -> None:
+def _assert_stopped_with_checkpoint(job: Job, signum: int, says: str, run_dir: Path) -> Finished:
+    """Within seconds every process is gone, the exit is 128 + `signum`, stderr `says` why in a line of
+    its own making (no traceback), and rank 0 left the summary and a checkpoint that agree."""
+    done = job.wait(timeout=30)
+    assert done.returncode == 128 + signum, done.describe()  # a calling script must not go on
+    assert not done.leftover_pids, done.describe()
+    assert "Traceback" not in done.output, done.describe()
+    assert says in done.stderr, done.describe()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["exit_reason"] == "interrupted", summary
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["env_steps"] == summary["env_steps"] > 0
     assert state["optimizer"]["state"][0]["exp_avg"].numel() > 0
+    return done
 
 
 @pytest.mark.timeout(180)
@@ -50,13 +58,9 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_checkpoint(tmp_path: Path, jobs: 
     run_dir = tmp_path / "run"
     job = _start_training(jobs, venv_bin, run_dir, tmp_path)
     os.killpg(job.pgid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground process group
-    done = job.wait(timeout=30)
-    assert done.returncode == 128 + signal.SIGINT, done.describe()  # a calling script must not go on
-    assert not done.leftover_pids, done.describe()
-    assert "Traceback" not in done.output, done.describe()
+    says = "a3c-train: interrupted; rank 0 wrote its checkpoint and summary"
+    done = _assert_stopped_with_checkpoint(job, signal.SIGINT, says, run_dir)
     assert "done: interrupted" in done.stdout, done.describe()
-    assert "a3c-train: interrupted; rank 0 wrote its checkpoint and summary" in done.stderr, done.describe()
-    _assert_stopped_with_checkpoint(run_dir)
 
 
 @pytest.mark.timeout(180)
@@ -67,12 +71,8 @@ def test_sigterm_to_the_launcher_stops_every_rank_and_keeps_the_checkpoint(
     run_dir = tmp_path / "run"
     job = _start_training(jobs, venv_bin, run_dir, tmp_path)
     job.popen.send_signal(signal.SIGTERM)
-    done = job.wait(timeout=30)
-    assert done.returncode == 128 + signal.SIGTERM, done.describe()
-    assert not done.leftover_pids, done.describe()
-    assert "Traceback" not in done.output, done.describe()
-    assert "stopped by SIGTERM; rank 0 wrote its checkpoint and summary" in done.stderr, done.describe()
-    _assert_stopped_with_checkpoint(run_dir)
+    says = "a3c-train: stopped by SIGTERM; rank 0 wrote its checkpoint and summary"
+    _assert_stopped_with_checkpoint(job, signal.SIGTERM, says, run_dir)
 
 
 def _rank_pids(launcher_pid: int) -> list[int]:
@@ -93,9 +93,4 @@ def test_a_killed_worker_ends_the_job_with_a_line_naming_it_and_keeps_the_checkp
     ranks = _rank_pids(job.popen.pid)
     assert len(ranks) == 3, ranks
     os.kill(ranks[2], signal.SIGKILL)
-    done = job.wait(timeout=30)
-    assert done.returncode == 128 + signal.SIGKILL, done.describe()
-    assert not done.leftover_pids, done.describe()
-    assert "Traceback" not in done.output, done.describe()
-    assert "a3c-train: error: rank 2 was killed by SIGKILL" in done.stderr, done.describe()
-    _assert_stopped_with_checkpoint(run_dir)
+    _assert_stopped_with_checkpoint(job, signal.SIGKILL, "a3c-train: error: rank 2 was killed by SIGKILL", run_dir)

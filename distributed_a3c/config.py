@@ -181,7 +181,17 @@ class TrainConfig:
     checkpoint_interval_s: float = 60.0
     """Seconds between checkpoints; a final one is always written."""
     resume: str | None = None
-    """Path of a checkpoint to continue from (weights, optimizer, counters)."""
+    """Path of a checkpoint to continue from (weights, optimizer, counters). A checkpoint already in the
+    run directory (a restarted or requeued job) takes precedence: it is newer."""
+    auto_resume: bool = True
+    """Continue from the run directory's latest readable checkpoint when there is one: what a restart
+    (torchrun --max-restarts, train.max_restarts, an elastic membership change, a requeued job) needs."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in the run directory: checkpoint.pt and the K-1 before it (checkpoint.1.pt, ...);
+    an unreadable latest one falls back to the one before."""
+    max_restarts: int = 0
+    """`a3c-train` outside torchrun: restart every rank this many times after a rank fails, resuming
+    from the latest checkpoint (under torchrun, its --max-restarts does this)."""
 
 
 @dataclass
@@ -338,6 +348,8 @@ def config_errors(cfg: Config) -> list[str]:
     _check(
         e, cfg.train.checkpoint_interval_s > 0, "train.checkpoint_interval_s", cfg.train.checkpoint_interval_s, "> 0"
     )
+    _check(e, cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", cfg.train.keep_checkpoints, ">= 1")
+    _check(e, cfg.train.max_restarts >= 0, "train.max_restarts", cfg.train.max_restarts, ">= 0")
     _choice(e, "logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     _check(e, cfg.workers >= 1, "workers", cfg.workers, ">= 1")
     _check(e, cfg.seed >= 0, "seed", cfg.seed, ">= 0")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from distributed_a3c.checkpoint import load_checkpoint
+from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.envs import make_env_fn
 from distributed_a3c.rl.normalize import RunningMeanStd
@@ -44,7 +44,7 @@ def evaluate(
     checkpoint: Path, episodes: int, sample: bool = False, seed: int = 12345, video_dir: Path | None = None
 ) -> list[float]:
     """Returns of `episodes` full episodes of the checkpoint's policy."""
-    state = load_checkpoint(checkpoint)
+    state = load_run_checkpoint(checkpoint)
     cfg = config_from_checkpoint(state)
     cfg.env.atari.terminal_on_life_loss = False
     if video_dir is not None:

@@ -37,6 +37,9 @@ class ParameterServer:
     With `server.shards` > 1 this is shard `shard` of them: it owns and optimizes one slice of the flat
     vector (sharding.py) and takes gradients of that slice's size. Only the lead shard (0) decides when
     training stops; the others stop when told (`request_stop`).
+
+    A push is validated whole before anything of it counts: its rank, counters, episode returns and
+    lengths, observation statistics and gradient. A rejected push changes no weight and no statistic.
     """
 
     def __init__(
@@ -47,12 +50,18 @@ class ParameterServer:
         train_cfg: TrainConfig,
         device: torch.device | str = "cpu",
         shard: int = 0,
+        worker_ranks: range | None = None,
+        env_steps_per_push: int | None = None,
     ) -> None:
         self.model = model.to(device)
         self.flat = flatten_parameters_(self.model)
         if not 0 <= shard < server_cfg.shards:
             raise ValueError(f"shard={shard} is invalid: must be in [0, {server_cfg.shards})")
         self.shard = shard
+        self.worker_ranks = worker_ranks
+        """Ranks allowed to push (None: any)."""
+        self.env_steps_per_push = env_steps_per_push
+        """The most env steps one push may report (a worker's rollout_len x envs_per_worker; None: any)."""
         self.bounds = shard_bounds(self.flat.numel, server_cfg.shards)
         lo, hi = self.bounds[shard]
         # One flat tensor sharing storage with the model (this shard's slice of it): an optimizer step
@@ -123,8 +132,11 @@ class ParameterServer:
             if self.stop_reason is not None:
                 return self._reply(req, "stopped")
             t0 = time.perf_counter()
-            self._record(req)
-            reply = self._reply(req, self._handle_gradient(req))
+            status = self._reject_invalid(req)
+            if status is None:
+                self._record(req)
+                status = self._handle_gradient(req)
+            reply = self._reply(req, status)
             self.busy_s += time.perf_counter() - t0
             return reply
 
@@ -147,8 +159,10 @@ class ParameterServer:
             if self.stop_reason is not None:
                 return self._reply(req, "stopped")
             t0 = time.perf_counter()
-            self._record(req)
-            status = self._validate_and_check_staleness(req)
+            status = self._reject_invalid(req)
+            if status is None:
+                self._record(req)
+                status = self._check_staleness(req)
             if status is None:
                 self._accum.add_(self._master_dtype(req.grads))
                 batch = self._batches_applied  # the batch now filling
@@ -187,23 +201,53 @@ class ParameterServer:
         """Fold a worker's rollout statistics into the master ones (parallel-variance merge)."""
         if self.obs_stats is None:
             self.obs_stats = RunningMeanStd.zeros(stats.mean.shape)
-        ok = stats.mean.shape == self.obs_stats.mean.shape == stats.var.shape and stats.count >= 0
-        if not ok or not (np.isfinite(stats.mean).all() and np.isfinite(stats.var).all()):
-            log.warning("ignored observation statistics from rank %d: wrong shape or non-finite values", rank)
-            return
         self.obs_stats.merge_(stats)
 
     def _obs_stats_copy(self) -> RunningMeanStd | None:
         return None if self.obs_stats is None else self.obs_stats.copy()
 
-    def _validate_and_check_staleness(self, req: PushRequest) -> str | None:
-        """'rejected' or 'dropped' (counted), or None when the gradient is to be applied."""
-        error = self.gradient_error(req.grads)
-        if error is not None:
-            self.rejected += 1
-            self._interval.rejected += 1
-            log.warning("rejected push from rank %d: %s", req.rank, error)
-            return "rejected"
+    def _reject_invalid(self, req: PushRequest) -> str | None:
+        """'rejected' (counted, said) when any part of the push is invalid, else None."""
+        error = self.push_error(req)
+        if error is None:
+            return None
+        self.rejected += 1
+        self._interval.rejected += 1
+        log.warning("rejected push from rank %r: %s", getattr(req, "rank", "?"), error)
+        return "rejected"
+
+    def push_error(self, req: object) -> str | None:
+        """Why a push cannot be taken (one line), or None: every field, then the gradient."""
+        if not isinstance(req, PushRequest):
+            return f"a {type(req).__name__}, expected a PushRequest"
+        if not isinstance(req.rank, int) or (self.worker_ranks is not None and req.rank not in self.worker_ranks):
+            return f"rank {req.rank!r} is not a worker of this job"
+        if not isinstance(req.version, int) or not 0 <= req.version <= self.version:
+            return f"weight version {req.version!r} was never served (current {self.version})"
+        limit = self.env_steps_per_push
+        if not isinstance(req.env_steps, int) or req.env_steps < 0 or (limit is not None and req.env_steps > limit):
+            return f"env_steps={req.env_steps!r} is implausible (0..{limit if limit is not None else 'inf'})"
+        error = _episodes_error(req.episode_returns, req.episode_lengths, req.env_steps)
+        if error is None:
+            error = self._obs_stats_error(req.obs_stats)
+        if error is None and not (isinstance(req.stats, dict) and all(isinstance(k, str) for k in req.stats)):
+            error = "stats is not a dict of metric names"
+        return error or self.gradient_error(req.grads)
+
+    def _obs_stats_error(self, stats: object) -> str | None:
+        if stats is None:
+            return None
+        if not isinstance(stats, RunningMeanStd):
+            return f"observation statistics are a {type(stats).__name__}"
+        shape = stats.mean.shape if self.obs_stats is None else self.obs_stats.mean.shape
+        if not (stats.mean.shape == shape == stats.var.shape and stats.count >= 0):
+            return "observation statistics have the wrong shape or a negative count"
+        if not (np.isfinite(stats.mean).all() and np.isfinite(stats.var).all() and math.isfinite(stats.count)):
+            return "observation statistics have non-finite values"
+        return None
+
+    def _check_staleness(self, req: PushRequest) -> str | None:
+        """'dropped' (counted) when the push is too stale, else None."""
         staleness = self.version - req.version
         self._interval.staleness.append(staleness)
         self.staleness_counts[staleness] += 1
@@ -214,7 +258,7 @@ class ParameterServer:
         return None
 
     def _handle_gradient(self, req: PushRequest) -> str:
-        refused = self._validate_and_check_staleness(req)
+        refused = self._check_staleness(req)
         if refused is not None:
             return refused
         grads = self._master_dtype(req.grads)
@@ -377,6 +421,19 @@ class ParameterServer:
             self.returns.extend(state["returns"])
             obs_stats = state.get("obs_stats")
             self.obs_stats = None if obs_stats is None else RunningMeanStd.from_state_dict(obs_stats)
+
+
+def _episodes_error(returns: object, lengths: object, env_steps: int) -> str | None:
+    """Why a push's finished episodes are implausible: each ends on one of its env steps."""
+    if not isinstance(returns, list) or not isinstance(lengths, list) or len(lengths) not in (0, len(returns)):
+        return "episode_returns must be a list, and episode_lengths an empty list or one of the same length"
+    if len(returns) > env_steps:
+        return f"{len(returns)} episodes finished in {env_steps} env steps"
+    if not all(isinstance(r, int | float) and math.isfinite(r) for r in returns):
+        return "an episode return is not a finite number"
+    if not all(isinstance(n, int) and n >= 1 for n in lengths):
+        return "an episode length is not a positive integer"
+    return None
 
 
 class _IntervalStats:

@@ -9,6 +9,7 @@ writing to the run directory this process chose.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import socket
@@ -64,7 +65,8 @@ def _spaces_error(key: str, cfg: Config) -> str | None:
 
 def _fail(message: str, code: int = 2) -> None:
     rank = _torchrun_rank()
-    where = f" (rank {rank})" if rank not in (None, 0) else ""
+    multinode = int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1
+    where = f" (rank {rank} on {socket.gethostname()})" if rank is not None and (rank != 0 or multinode) else ""
     print(f"{PROG}: error{where}: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
@@ -173,7 +175,7 @@ def _exit_now(code: int) -> NoReturn:
 
 def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
     """One rank of the job (rank from torchrun's environment); bad input ends it with one line."""
-    from distributed_a3c.distributed.roles import install_signal_handlers, terminated_by_launcher
+    from distributed_a3c.distributed.roles import PeerLost, install_signal_handlers, terminated_by_launcher
 
     rank = int(os.environ["RANK"])
     install_signal_handlers(rank)
@@ -189,6 +191,8 @@ def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
         _fail("interrupted twice: stopped without waiting for the workers", code=130)
     except ConfigError as e:
         _fail(str(e))
+    except PeerLost as e:
+        _fail(str(e), code=1)
     except Exception as e:
         logging.getLogger(__name__).debug("rank %d failed", rank, exc_info=True)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -211,15 +215,49 @@ def _hydra_main(dcfg: DictConfig) -> None:
         servers = "1 parameter server" if shards == 1 else f"{shards} parameter-server shards"
         print(f"{PROG}: {servers} + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
         # The ranks have exited and written everything: nothing is left for a slow teardown to save.
-        _exit_now(launch_local(shards + cfg.workers, rank_main, cfg, run_dir, config_dict))
+        ranks = shards + cfg.workers
+        _exit_now(launch_local(ranks, cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict))
     sys.exit(rank_main(cfg, run_dir, config_dict))
+
+
+def _run_dir_arg(args: list[str]) -> str | None:
+    given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
+    return given[-1] if given else None
+
+
+def _check_writable(run_dir: Path) -> None:
+    """One line, before anything starts, when the run directory cannot be created or written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        _fail(
+            f"hydra.run.dir={str(run_dir)!r} is not writable: {e.strerror or e}; choose a directory this user can write"
+        )
+
+
+def _default_run_dir() -> str:
+    """What conf/config.yaml's hydra.run.dir resolves to now (outputs/<date>/<time>), absolute."""
+    return os.path.abspath(datetime.datetime.now().strftime("outputs/%Y-%m-%d/%H-%M-%S"))
 
 
 def main() -> None:
     args = sys.argv[1:]
-    if not any(a.startswith("-") for a in args):  # leave --help, --cfg, -m ... to Hydra itself
+    plain_run = not any(a.startswith("-") for a in args)  # leave --help, --cfg, -m ... to Hydra itself
+    if plain_run:
         precheck(args)
     rank = _torchrun_rank()
+    if plain_run and rank in (None, 0):
+        run_dir = _run_dir_arg(args)
+        if run_dir is None and rank == 0:
+            # Restarts of this torchrun job must find the same run directory (and its checkpoint).
+            from distributed_a3c.distributed.rendezvous import claim_run_dir
+
+            run_dir = claim_run_dir(_default_run_dir())
+            sys.argv.append(f"hydra.run.dir={run_dir}")
+        _check_writable(Path(run_dir) if run_dir else Path("outputs"))
     if rank is not None and rank != 0:
         # Workers write nothing: only rank 0 owns the run directory.
         logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")

@@ -113,6 +113,7 @@ def child_server(args: argparse.Namespace) -> None:
     _pin(args.server_cpus)
     from distributed_a3c.config import TrainConfig
     from distributed_a3c.distributed import rpc as rpc_edge
+    from distributed_a3c.roster import WorkerRoster
     from distributed_a3c.server import ParameterServer
     from distributed_a3c.train import precheck
     from distributed_a3c.worker import peak_rss_mb
@@ -123,9 +124,12 @@ def child_server(args: argparse.Namespace) -> None:
     never = TrainConfig(total_env_steps=2**62, target_return=None, max_minutes=None)
     server = ParameterServer(model, cfg.optim, cfg.server, never, shard=args.rank)
     rpc_edge.serve(_EchoServer(server) if args.echo else server)
+    clients = WorkerRoster(range(cfg.server.shards, args.world))
+    rpc_edge.on_goodbye(clients.depart)
     rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
     t0, busy0, cpu0 = time.monotonic(), server.busy_s, time.process_time()
-    rpc_edge.shutdown(timeout_s=args.warmup + args.seconds + 120)
+    clients.wait_all_departed(timeout_s=args.warmup + args.seconds + 120)
+    rpc_edge.shutdown()
     elapsed = time.monotonic() - t0
     cpu = time.process_time() - cpu0
     _write(
@@ -188,7 +192,8 @@ def child_client(args: argparse.Namespace) -> None:
         t.start()
     for t in threads:
         t.join()
-    rpc_edge.shutdown(timeout_s=120)
+    rpc_edge.say_goodbye(args.rank, cfg.server.shards)
+    rpc_edge.shutdown()
     _write(
         args.result,
         {

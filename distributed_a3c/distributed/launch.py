@@ -34,11 +34,12 @@ def _signal_name(signum: int) -> str:
     return f"{name} (if nobody sent it: out of memory? see dmesg)" if signum == signal.SIGKILL else name
 
 
-def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> int:
+def launch_local(num_ranks: int, max_restarts: int, entry: Callable[..., int], *args: object) -> int:
     """Run `entry(*args)` in `num_ranks` ranks on this machine; return the job's exit code.
 
     Ranks are forked from this process, which has already imported torch and composed the config:
-    that saves every rank the ~1.5 s torch import and the Hydra composition.
+    that saves every rank the ~1.5 s torch import and the Hydra composition. When a rank fails, every
+    rank is restarted up to `max_restarts` times (they resume from the run directory's checkpoint).
     """
     config = LaunchConfig(
         min_nodes=1,
@@ -48,7 +49,7 @@ def launch_local(num_ranks: int, entry: Callable[..., int], *args: object) -> in
         rdzv_backend="c10d",
         rdzv_endpoint="127.0.0.1:0",
         rdzv_configs={"is_host": True},
-        max_restarts=0,
+        max_restarts=max_restarts,
         monitor_interval=0.1,
         start_method="fork",
         # Ctrl-C reaches every rank anyway and the server stops the job gracefully; the launcher

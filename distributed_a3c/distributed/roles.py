@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,11 +17,21 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from distributed_a3c.checkpoint import load_checkpoint, save_checkpoint
-from distributed_a3c.config import Config
+from distributed_a3c.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_run_checkpoint,
+    mismatch,
+    save_checkpoint,
+)
+from distributed_a3c.config import Config, ConfigError
+from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed import rpc as rpc_edge
+from distributed_a3c.distributed.liveness import WorkerMonitor, watch_parent
+from distributed_a3c.distributed.rpc import PeerLost
 from distributed_a3c.envs import make_env_fn
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
+from distributed_a3c.roster import WorkerRoster
 from distributed_a3c.server import ParameterServer
 from distributed_a3c.worker import Worker, build_model, peak_rss_mb
 
@@ -28,6 +40,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STOP_GRACE_S = 10.0
 STOP_GRACE_SIGTERM_S = 1.0
+ORPHAN_DEADLINE_S = 30.0  # rank 0 without its agent: this long to checkpoint, then it exits regardless
 
 
 _interrupted = threading.Event()
@@ -51,17 +64,52 @@ def terminated_by_launcher() -> bool:
 
 
 def install_signal_handlers(rank: int) -> None:
-    """Ctrl-C / SIGTERM make the server stop training gracefully (final checkpoint and summary).
+    """Ctrl-C makes the server stop training gracefully (final checkpoint and summary); so does SIGTERM
+    once training has begun (`arm_graceful_sigterm`).
 
     Ctrl-C reaches every rank of a terminal's job; workers ignore it and stop when the server's reply
-    says so. A SIGTERM on a worker (e.g. from torchrun tearing the job down) ends it at once.
+    says so. A SIGTERM on a worker (e.g. from torchrun tearing the job down) ends it at once, and so it
+    does on rank 0 until its RPC agent is up: `init_rpc` blocks in C++, where a Python handler would only
+    run after torchrun had waited 30 s and sent SIGKILL. Before that point there is nothing new to save.
     """
     if rank == 0:
         signal.signal(signal.SIGINT, _on_stop_signal)
-        signal.signal(signal.SIGTERM, _on_stop_signal)
     else:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    watch_parent(_on_orphaned if rank == 0 else _exit_orphaned)
+
+
+def arm_graceful_sigterm() -> None:
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+
+
+def _exit_orphaned(parent: int) -> None:
+    """A worker or shard whose torchrun agent died: nobody will restart or collect it, so it leaves."""
+    print(
+        f"a3c-train: error (rank {os.environ.get('RANK', '?')} on {socket.gethostname()}): its launcher "
+        f"(pid {parent}) is gone; exiting",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(1)
+
+
+def _on_orphaned(parent: int) -> None:
+    """Rank 0 whose agent died: stop as after a SIGTERM (checkpoint and summary), then exit regardless."""
+    global _orphaned
+    _orphaned = parent
+    print(
+        f"a3c-train: error (rank 0 on {socket.gethostname()}): its launcher (pid {parent}) is gone; "
+        "saving a checkpoint and exiting",
+        file=sys.stderr,
+        flush=True,
+    )
+    _on_stop_signal(signal.SIGTERM, None)
+    threading.Timer(ORPHAN_DEADLINE_S, os._exit, args=(1,)).start()
+
+
+_orphaned: int | None = None
 
 
 def worker_device() -> torch.device:
@@ -94,44 +142,77 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     rpc_edge.init(rank, world_size, cfg.rpc, device_map, shards)
     try:
         worker.run()
-    except BaseException:
-        rpc_edge.shutdown(graceful=False)  # the server may be gone: don't wait for it at a barrier
-        raise
-    rpc_edge.shutdown()
+        rpc_edge.say_goodbye(rank, shards)
+    finally:
+        rpc_edge.shutdown()
     return 0
 
 
-def _build_server(cfg: Config, shard: int) -> ParameterServer:
+def _build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -> ParameterServer:
     torch.set_num_threads(1)
     obs_space, action_space = env_spaces(cfg)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone: every shard starts alike
     model = build_model(cfg, obs_space, action_space)
-    server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, server_device(cfg), shard)
-    if cfg.train.resume:
-        server.load_state_dict(load_checkpoint(cfg.train.resume))
+    workers = range(cfg.server.shards, world_size)
+    per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+    server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, server_device(cfg), shard, workers, per_push)
+    if state is not None:
+        server.load_state_dict(state)
     return server
 
 
+def resume_source(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> tuple[Path | None, dict | None]:
+    """The checkpoint this run continues from: the run directory's latest readable one (a restart), else
+    `train.resume`, else none. Bad or foreign checkpoints are a ConfigError in one line."""
+    try:
+        found = latest_checkpoint(run_dir, cfg.train.keep_checkpoints) if cfg.train.auto_resume else None
+        if found is None and cfg.train.resume:
+            found = Path(cfg.train.resume), load_run_checkpoint(cfg.train.resume)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise ConfigError(f"train.resume: {e}") from None
+    if found is None:
+        return None, None
+    path, state = found
+    why = mismatch(state, cfg.env.id, config_dict["model"])
+    if why:
+        raise ConfigError(f"checkpoint {str(path)!r} cannot continue this run: {why}")
+    return path, state
+
+
 def run_shard(cfg: Config, rank: int, world_size: int) -> int:
-    """Parameter-server shard `rank` (> 0): serve its slice until every rank has finished."""
-    server = _build_server(cfg, rank)
+    """Parameter-server shard `rank` (> 0): serve its slice until the lead releases it."""
+    store = rendezvous.attempt_store(rank, world_size, cfg.rpc.timeout_s, rpc_edge.store_url(cfg.rpc))
+    resume_path = store.get("resume_path").decode()  # the lead's choice: every shard resumes alike
+    state = load_run_checkpoint(resume_path) if resume_path else None
+    server = _build_server(cfg, rank, world_size, state)
     rpc_edge.serve(server)
     rpc_edge.init(rank, world_size, cfg.rpc, shards=cfg.server.shards)
-    # A graceful shutdown returns once every rank has called it: the lead last, after it has fetched this
-    # shard's final state for the checkpoint. Until then this rank keeps answering pushes.
-    rpc_edge.shutdown()
+    # Until released, this rank answers pushes and the lead's final request for its state.
+    try:
+        lost = rpc_edge.wait_released(lambda: rpc_edge.ping(0, cfg.server.shards, cfg.rpc.timeout_s))
+    finally:
+        rpc_edge.shutdown()
+    if lost is not None:
+        raise PeerLost(f"lost the lead parameter server (rank 0 on {rendezvous.host_of(0)}): {lost}")
     return 0
 
 
 def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
-    server = _build_server(cfg, 0)
+    shards = cfg.server.shards
+    resume_path, state = resume_source(cfg, run_dir, config_dict)
+    if shards > 1:
+        store = rendezvous.attempt_store(0, world_size, cfg.rpc.timeout_s, rpc_edge.store_url(cfg.rpc))
+        store.set("resume_path", str(resume_path.resolve()) if resume_path else "")
+    server = _build_server(cfg, 0, world_size, state)
     device = server.device
     wandb_id = None
-    if cfg.train.resume:
-        id_file = Path(cfg.train.resume).parent / "wandb_run_id.txt"
+    if resume_path is not None:
+        id_file = resume_path.parent / "wandb_run_id.txt"
         wandb_id = id_file.read_text().strip() if id_file.is_file() else None
-        log.info("resumed from %s at %d env steps", cfg.train.resume, server.env_steps)
+        log.info("resumed from %s at %d env steps", resume_path, server.env_steps)
     rpc_edge.serve(server)
+    roster = WorkerRoster(range(shards, world_size))
+    rpc_edge.on_goodbye(roster.depart)
 
     sinks: list = [JsonlSink(run_dir / "metrics.jsonl")]
     wandb_sink = None
@@ -141,7 +222,6 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     if cfg.logger.progress:
         sinks.append(ProgressSink(cfg.train.total_env_steps))
     hub = MetricsHub(sinks)
-    shards = cfg.server.shards
     log.info(
         "parameter server: %d parameters%s on %s, %d workers; run dir %s",
         server.num_params,
@@ -152,8 +232,22 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     )
 
     rpc_edge.init(0, world_size, cfg.rpc, shards=shards)
+    arm_graceful_sigterm()
+
+    def lost(rank: int, reason: str) -> None:
+        if terminated_by_launcher():  # the launcher is taking every rank down: not news
+            return
+        # With a restart left, the job restarts from a checkpoint now, so that torchrun re-rendezvouses
+        # with the nodes that are left (or their replacements); without one, A3C trains on.
+        restart = rendezvous.restarts_left() > 0
+        then = "restarting from a checkpoint" if restart else f"training on with {roster.alive} of {len(roster.ranks)}"
+        log.warning("lost worker rank %d on %s (%s); %s", rank, rendezvous.host_of(rank), reason, then)
+        if roster.alive == 0 or restart:
+            server.request_stop("lost_workers")
+
+    monitor = WorkerMonitor(roster, shards, cfg.rpc.timeout_s, lost).start()
     try:
-        _serve_until_stop(server, hub, cfg, run_dir, config_dict)
+        _serve_until_stop(server, hub, cfg, run_dir, config_dict, roster)
     finally:
         server.request_stop("interrupted" if _interrupted.is_set() else "error")  # no-op if already stopping
         try:
@@ -162,18 +256,20 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
             log.error("could not reach every parameter-server shard (%s); checkpoint not updated", e)
             final_shards = None
         if final_shards is not None:
-            save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict, final_shards))
-        hub.log(server.snapshot())
+            _save(server, run_dir, cfg, config_dict, final_shards)
+        hub.log(_row(server, roster))
         for s in sinks:
             if s is not wandb_sink:
                 s.close()
-        summary = _summary(server, world_size, final_shards)
+        summary = _summary(server, world_size, final_shards, roster)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        # Workers learn of the stop from their next reply; a worker that is gone never will.
+        # Workers learn of the stop from their next reply and say goodbye; the lost never will.
         # After a SIGTERM the launcher is killing the workers too: don't wait long for them.
         grace = STOP_GRACE_SIGTERM_S if terminated_by_launcher() else STOP_GRACE_S
-        all_told = server.wait_workers_told_to_stop(set(range(shards, world_size)), timeout_s=grace)
-        rpc_edge.shutdown(graceful=all_told)
+        roster.wait_all_departed(timeout_s=grace)
+        monitor.stop()
+        rpc_edge.release_shards(shards)
+        rpc_edge.shutdown()
         offline_dir = wandb_sink.close() if wandb_sink else None
     print(
         f"done: {summary['exit_reason']} after {summary['env_steps']} env steps, "
@@ -183,11 +279,22 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     )
     if offline_dir:
         print(f"W&B offline run saved; upload it with: wandb sync {offline_dir}", flush=True)
+    if summary["exit_reason"] == "lost_workers":
+        lost_ranks = ", ".join(f"{r} on {rendezvous.host_of(r)}" for r in sorted(roster.lost))
+        then = "the job restarts from the checkpoint" if rendezvous.restarts_left() > 0 else "no worker is left"
+        raise PeerLost(f"lost worker rank {lost_ranks}: {then} (kept in {run_dir})")
+    if _orphaned is not None:
+        return 1
     return 0
 
 
 def _serve_until_stop(
-    server: ParameterServer, hub: MetricsHub, cfg: Config, run_dir: Path, config_dict: dict[str, Any]
+    server: ParameterServer,
+    hub: MetricsHub,
+    cfg: Config,
+    run_dir: Path,
+    config_dict: dict[str, Any],
+    roster: WorkerRoster,
 ) -> None:
     next_log = time.monotonic() + cfg.train.log_interval_s
     next_ckpt = time.monotonic() + cfg.train.checkpoint_interval_s
@@ -198,12 +305,20 @@ def _serve_until_stop(
         time.sleep(min(0.05, cfg.train.log_interval_s))
         now = time.monotonic()
         if now >= next_log:
-            hub.log(server.snapshot())
+            hub.log(_row(server, roster))
             next_log = now + cfg.train.log_interval_s
         if now >= next_ckpt:
-            shard_states = rpc_edge.shard_states(cfg.server.shards)
-            save_checkpoint(run_dir / CHECKPOINT, _checkpoint_state(server, config_dict, shard_states))
+            _save(server, run_dir, cfg, config_dict, rpc_edge.shard_states(cfg.server.shards))
             next_ckpt = now + cfg.train.checkpoint_interval_s
+
+
+def _row(server: ParameterServer, roster: WorkerRoster) -> dict[str, float]:
+    return {**server.snapshot(), "server/workers_alive": roster.alive}
+
+
+def _save(server: ParameterServer, run_dir: Path, cfg: Config, config_dict: dict[str, Any], shards: list) -> None:
+    state = _checkpoint_state(server, config_dict, shards)
+    save_checkpoint(run_dir / CHECKPOINT, state, keep=cfg.train.keep_checkpoints)
 
 
 def _checkpoint_state(server: ParameterServer, config_dict: dict[str, Any], other_shards: list[dict]) -> dict[str, Any]:
@@ -212,7 +327,9 @@ def _checkpoint_state(server: ParameterServer, config_dict: dict[str, Any], othe
     return state
 
 
-def _summary(server: ParameterServer, world_size: int, other_shards: list[dict] | None) -> dict[str, Any]:
+def _summary(
+    server: ParameterServer, world_size: int, other_shards: list[dict] | None, roster: WorkerRoster
+) -> dict[str, Any]:
     rets = list(server.returns)
     shards = len(server.bounds)
     wall = max(server.elapsed_s(), 1e-9)
@@ -226,6 +343,7 @@ def _summary(server: ParameterServer, world_size: int, other_shards: list[dict] 
         "wall_time_s": round(server.elapsed_s(), 3),
         "weight_version": server.version,
         "pushes_per_rank": {str(r): server.pushes_by_rank.get(r, 0) for r in range(shards, world_size)},
+        "lost_workers": {str(r): why for r, why in sorted(roster.lost.items())},
         "dropped_pushes": server.dropped,
         "rejected_pushes": server.rejected,
         "staleness": server.staleness_summary(),

@@ -6,14 +6,18 @@ ranks are workers (`worker<rank>`).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import threading
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.distributed.rpc as rpc
 
 from distributed_a3c.config import RpcConfig
+from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed.netif import interface_for
 from distributed_a3c.messages import ParameterStore, PushReply, PushRequest
 from distributed_a3c.server import ParameterServer
@@ -24,6 +28,12 @@ log = logging.getLogger(__name__)
 SERVER = "server"
 
 _server: ParameterServer | None = None  # set on the server rank only
+_on_goodbye: Callable[[int], None] | None = None  # set on the lead: a worker that was told to stop has left
+_released = threading.Event()  # set on a non-lead shard when the lead no longer needs it
+
+
+class PeerLost(RuntimeError):
+    """A rank this one depends on is gone (its process or node died); the message is one line."""
 
 
 def shard_name(shard: int) -> str:
@@ -50,6 +60,73 @@ def _pull(rank: int | None) -> PushReply:
     return _server.pull(rank)
 
 
+def on_goodbye(callback: Callable[[int], None]) -> None:
+    """On a server shard: call `callback(rank)` when a worker says it is leaving (after its stop reply)."""
+    global _on_goodbye
+    _on_goodbye = callback
+
+
+def _goodbye(rank: int) -> None:
+    if _on_goodbye is not None:
+        _on_goodbye(rank)
+
+
+def _ping() -> bool:
+    return True
+
+
+def _release() -> None:
+    _released.set()
+
+
+def ping(rank: int, shards: int, timeout_s: float) -> str | None:
+    """None if rank `rank` answers within `timeout_s`, else why not (one line)."""
+    try:
+        rpc.rpc_sync(rank_name(rank, shards), _ping, timeout=timeout_s)
+    except Exception as e:
+        return _first_line(e)
+    return None
+
+
+def ping_async(rank: int, shards: int, timeout_s: float) -> torch.futures.Future:
+    """A future that completes (with an error if `rank` is gone) when the rank answers."""
+    return rpc.rpc_async(rank_name(rank, shards), _ping, timeout=timeout_s)
+
+
+def say_goodbye(rank: int, shards: int = 1, timeout_s: float = 5.0) -> None:
+    """From a worker told to stop: tell the server shards this rank is leaving; they may be gone already."""
+    futures = [rpc.rpc_async(shard_name(k), _goodbye, args=(rank,), timeout=timeout_s) for k in range(shards)]
+    for f in futures:
+        try:
+            f.wait()
+        except Exception as e:
+            log.debug("goodbye to a server shard failed (it may have left first): %s", e)
+
+
+def release_shards(shards: int, timeout_s: float = 5.0) -> None:
+    """From the lead, at the end: the other shards may exit."""
+    futures = [rpc.rpc_async(shard_name(k), _release, timeout=timeout_s) for k in range(1, shards)]
+    for k, f in enumerate(futures, start=1):
+        try:
+            f.wait()
+        except Exception as e:
+            log.warning("could not release parameter-server shard %d: %s", k, _first_line(e))
+
+
+def wait_released(lead_lost: Callable[[], str | None], poll_s: float = 1.0) -> str | None:
+    """On a non-lead shard: block until the lead releases it (None) or `lead_lost()` says why it cannot."""
+    while not _released.wait(poll_s):
+        reason = lead_lost()
+        if reason is not None:
+            return reason
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _shard_state(stop: bool) -> dict:
     assert _server is not None, "a shard's state was asked of a rank that hosts no parameter server"
     if stop:
@@ -70,31 +147,61 @@ def remote_store(shards: int, device: torch.device, server_device: torch.device 
     """What a worker pushes to: the one server, or the S shards behind one ShardedParameterStore."""
     if shards == 1:
         return RemoteParameterStore(device, server_device)
-    return ShardedParameterStore([RemoteParameterStore(device, server_device, shard_name(k)) for k in range(shards)])
+    return ShardedParameterStore([RemoteParameterStore(device, server_device, shard_name(k), k) for k in range(shards)])
 
 
 class RemoteParameterStore:
-    """One parameter server seen from a worker. One round trip per push: the reply carries the weights."""
+    """One parameter server seen from a worker. One round trip per push: the reply carries the weights.
 
-    def __init__(self, device: torch.device, server_device: torch.device | None = None, name: str = SERVER) -> None:
+    A call that fails (the server's process or node is gone, or it did not answer within `rpc.timeout_s`)
+    raises PeerLost naming the server's rank and host.
+    """
+
+    def __init__(
+        self, device: torch.device, server_device: torch.device | None = None, name: str = SERVER, shard: int = 0
+    ) -> None:
         self.device = device
         self.name = name
+        self.shard = shard
         # Without a device map both ends must talk in CPU tensors.
         self._via_cpu = device.type != "cpu" and (server_device is None or server_device.type == "cpu")
 
     def pull(self, rank: int | None = None) -> PushReply:
-        return rpc.rpc_sync(self.name, _pull, args=(rank,))
+        try:
+            return rpc.rpc_sync(self.name, _pull, args=(rank,))
+        except Exception as e:
+            raise self._lost(e) from None
 
     def push(self, request: PushRequest) -> PushReply:
-        return rpc.rpc_sync(self.name, _push, args=(self._wire(request),))
+        try:
+            return rpc.rpc_sync(self.name, _push, args=(self._wire(request),))
+        except Exception as e:
+            raise self._lost(e) from None
 
     def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
-        return rpc.rpc_async(self.name, _push, args=(self._wire(request),))
+        def unwrap(future: torch.futures.Future[PushReply]) -> PushReply:
+            try:
+                return future.value()
+            except Exception as e:
+                raise self._lost(e) from None
+
+        return rpc.rpc_async(self.name, _push, args=(self._wire(request),)).then(unwrap)
+
+    def _lost(self, e: BaseException) -> PeerLost:
+        what = "the parameter server" if self.shard == 0 else f"parameter-server shard {self.shard}"
+        return PeerLost(f"lost {what} (rank {self.shard} on {rendezvous.host_of(self.shard)}): {_first_line(e)}")
 
     def _wire(self, request: PushRequest) -> PushRequest:
         if self._via_cpu:
             request.grads = request.grads.cpu()
         return request
+
+
+def store_url(cfg: RpcConfig) -> str:
+    """torchrun's store (env://), or with `rpc.port` a TCP store of the job's own on MASTER_ADDR."""
+    if cfg.port is None:
+        return "env://"
+    return f"tcp://{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{cfg.port}"
 
 
 def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = None, shards: int = 1) -> None:
@@ -108,14 +215,16 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
         or interface_for(os.environ.get("MASTER_ADDR", "127.0.0.1"))
     )
     if ifname:
+        # TensorPipe and the gloo group inside init_rpc each pick an address of their own; gloo's default
+        # is the hostname's, which is loopback on many hosts and unreachable from another node.
         os.environ["TP_SOCKET_IFNAME"] = ifname
-    init_method = "env://"
-    if cfg.port is not None:
-        init_method = f"tcp://{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{cfg.port}"
+        if cfg.socket_ifname or "GLOO_SOCKET_IFNAME" not in os.environ:
+            os.environ["GLOO_SOCKET_IFNAME"] = ifname
+    rendezvous.attempt_store(rank, world_size, cfg.timeout_s, store_url(cfg))
     options = rpc.TensorPipeRpcBackendOptions(
         num_worker_threads=cfg.num_threads,
         rpc_timeout=cfg.timeout_s,
-        init_method=init_method,
+        init_method=rendezvous.init_method(),
         _transports=list(cfg.transports),
     )
     if device_map:
@@ -125,18 +234,31 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
     warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
     name = rank_name(rank, shards)
     rpc.init_rpc(name, rank=rank, world_size=world_size, rpc_backend_options=options)
+    _quiet_transport_warnings()
     log.debug("rank %d joined RPC as %s (interface %s)", rank, name, ifname)
 
 
-def shutdown(graceful: bool = True, timeout_s: float = 30.0) -> None:
-    """Stop the agent; graceful: first wait for every rank to finish its outstanding calls."""
+def _quiet_transport_warnings() -> None:
+    """Hide torch's C++ warnings (TensorPipe says "EOF"/"pipe closed" each time a peer leaves or dies).
+
+    The job itself says, in one line, which rank it lost; a user who sets TORCH_CPP_LOG_LEVEL keeps them.
+    The level is read once at torch's start, and ranks are forked after it: set the flag behind it.
+    """
+    if "TORCH_CPP_LOG_LEVEL" in os.environ:
+        return
     try:
-        rpc.shutdown(graceful=graceful, timeout=timeout_s)
-    except torch.distributed.DistNetworkError as e:
-        if _server is not None:
-            raise
-        # When rank 0 hosts the rendezvous store (rpc.port set, or env:// outside torchrun), it can pass the
-        # final shutdown barrier and take the store down while a worker still reads the barrier's last key.
-        # This worker's work is done and torch has already stopped its agent; a server that failed says so
-        # in its own exit status.
-        log.debug("rendezvous store closed during shutdown (rank 0 left first): %s", e)
+        libc10 = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10.so"))
+        for flag in ("FLAGS_caffe2_log_level", "FLAGS_minloglevel"):
+            ctypes.c_int.in_dll(libc10, flag).value = 2  # ERROR
+    except (OSError, ValueError) as e:  # another platform or build: the warnings stay
+        log.debug("could not quiet torch's C++ warnings: %s", e)
+
+
+def shutdown() -> None:
+    """Stop this rank's agent without waiting for the others.
+
+    torch's graceful shutdown is a barrier over every rank, so one dead rank holds up all the living. The
+    job ends in its own order instead: workers leave once told to stop (saying goodbye), the lead waits
+    for the living ones, then releases the other shards.
+    """
+    rpc.shutdown(graceful=False)

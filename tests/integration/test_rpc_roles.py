@@ -85,6 +85,7 @@ def _bad_pusher_main(rank: int, world_size: int, master_port: int, cfg: Config, 
         # A valid push proves the comparison above could have seen a change; it also ends the run.
         valid = store.push(PushRequest(rank, after.version, torch.full((n,), 0.01), cfg.train.total_env_steps))
         final = store.pull()
+        rpc_edge.say_goodbye(rank)
     finally:
         rpc_edge.shutdown()
     torch.save(
@@ -160,7 +161,8 @@ def test_server_and_two_workers_solve_cartpole_within_budget(tmp_path: Path, sta
 
 @pytest.mark.timeout(120)
 def test_wrong_size_and_nan_pushes_are_rejected_counted_and_change_nothing(tmp_path: Path, start_ranks) -> None:
-    cfg = quiet_config(total_env_steps=1_000, target_return=None, max_minutes=None)
+    cfg = quiet_config(target_return=None, max_minutes=None)
+    cfg.train.total_env_steps = cfg.worker.rollout_len * cfg.worker.envs_per_worker  # one push's worth
     result_path = tmp_path / "pusher.pt"
     server, pusher = start_ranks([(_role_main, (cfg, str(tmp_path))), (_bad_pusher_main, (cfg, str(result_path)))])
     codes = join_all([server, pusher], timeout=90)

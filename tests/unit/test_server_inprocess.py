@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import pickle
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from distributed_a3c.checkpoint import load_checkpoint, save_checkpoint
+from distributed_a3c.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import PushRequest
 from distributed_a3c.server import ParameterServer
@@ -271,7 +270,8 @@ def test_stops_at_total_env_steps():
 
 def test_target_return_only_counts_after_100_episodes():
     server = _server(train=TrainConfig(total_env_steps=10**9, target_return=50.0, max_minutes=None))
-    reply = _push(server, _grad(server, 0), episode_returns=[500.0] * 99, episode_lengths=[500] * 99)
+    # A push reports at most one finished episode per env step it took.
+    reply = _push(server, _grad(server, 0), env_steps=160, episode_returns=[500.0] * 99, episode_lengths=[500] * 99)
     assert not reply.stop
     assert server.mean_return() == -math.inf
     assert server.episodes == 99
@@ -283,9 +283,9 @@ def test_target_return_only_counts_after_100_episodes():
 
 def test_target_return_uses_the_last_100_episodes():
     server = _server(train=TrainConfig(total_env_steps=10**9, target_return=50.0, max_minutes=None))
-    assert not _push(server, _grad(server, 0), episode_returns=[0.0] * 150).stop
+    assert not _push(server, _grad(server, 0), env_steps=160, episode_returns=[0.0] * 150).stop
     assert server.mean_return() == 0.0
-    assert not _push(server, _grad(server, 1), episode_returns=[100.0] * 49).stop  # mean 49
+    assert not _push(server, _grad(server, 1), env_steps=160, episode_returns=[100.0] * 49).stop  # mean 49
     assert _push(server, _grad(server, 2), episode_returns=[100.0]).stop  # mean 50
     assert server.stop_reason == "target_return"
 
@@ -377,7 +377,7 @@ class _NotATensor:
 def test_load_checkpoint_is_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"obj": _NotATensor()}, path)
-    with pytest.raises(pickle.UnpicklingError):
-        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="is not a readable distributed_a3c checkpoint"):
+        load_checkpoint(path)  # torch's weights_only unpickler refused the object, said in one line
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -191,6 +191,39 @@ def jobs(tmp_path: Path) -> Iterator[Jobs]:
         js.kill_all()
 
 
+def rank_pids(launcher_pid: int) -> dict[int, int]:
+    """Global rank -> pid of the ranks a launcher started: from their environment under torchrun; in
+    fork order under a3c-train (its forked ranks set RANK after they start, so /proc does not show it)."""
+    tasks = Path(f"/proc/{launcher_pid}/task").iterdir()
+    children = sorted(int(p) for t in tasks for p in (t / "children").read_text().split())
+    ranks = {}
+    for pid in children:
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ranks.update({int(v[5:]): pid for v in env if v.startswith(b"RANK=")})
+    return ranks or dict(enumerate(children))
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl so far (none before it exists)."""
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+@pytest.fixture(scope="session")
+def ranks_of() -> Callable[[int], dict[int, int]]:
+    """`ranks_of(launcher_pid)`: global rank -> pid of the ranks that launcher started."""
+    return rank_pids
+
+
+@pytest.fixture(scope="session")
+def metrics_of() -> Callable[[Path], list[dict]]:
+    """`metrics_of(run_dir)`: the rows of the run's metrics.jsonl so far."""
+    return metrics_rows
+
+
 @pytest.fixture(scope="session")
 def venv_bin() -> Path:
     """The bin directory of the python running the tests (the venv): `a3c-train`, `torchrun`."""

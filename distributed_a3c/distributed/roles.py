@@ -223,11 +223,12 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         sinks.append(ProgressSink(cfg.train.total_env_steps))
     hub = MetricsHub(sinks)
     log.info(
-        "parameter server: %d parameters%s on %s, %d workers; run dir %s",
+        "parameter server: %d parameters%s on %s, %d worker%s; run dir %s",
         server.num_params,
         f" in {shards} shards" if shards > 1 else "",
         device,
         world_size - shards,
+        "" if world_size - shards == 1 else "s",
         run_dir,
     )
 

@@ -262,8 +262,7 @@ def main() -> None:
         # Workers write nothing: only rank 0 owns the run directory.
         logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
-        if not any(a.startswith("hydra.run.dir=") for a in args):
-            sys.argv.append("hydra.run.dir=.")
+        sys.argv.append("hydra.run.dir=.")  # last wins: not even the user's run directory is made here
     _hydra_main()
 
 

@@ -107,3 +107,41 @@ def test_rpc_port_in_use_is_rejected(launcher, busy_port: int, tmp_path: Path, j
     cmd = launcher(venv_bin, [f"rpc.port={busy_port}"], tmp_path / "run")
     done = jobs.run(cmd, cwd=tmp_path, timeout=FAIL_WITHIN_S)
     assert_clean_failure(done, (f"rpc.port={busy_port}",))
+
+
+def _foreign_checkpoint(path: Path) -> Path:
+    """A well-formed checkpoint of a CartPole run (its weights do not matter: the env is refused first)."""
+    import torch
+
+    config = {"env": {"id": "CartPole-v1"}, "model": {"name": "mlp", "hidden_sizes": [64, 64]}}
+    torch.save({"model": {}, "optimizer": {"state": {}}, "env_steps": 0, "version": 0, "config": config}, path)
+    return path
+
+
+BAD_FILES = {
+    "resume-not-a-checkpoint": (
+        lambda tmp: [f"train.resume={(tmp / 'notes.txt').as_posix()}"],
+        ("notes.txt", "not a readable distributed_a3c checkpoint"),
+    ),
+    "resume-another-env": (
+        lambda tmp: ["env=acrobot", f"train.resume={_foreign_checkpoint(tmp / 'cartpole.pt')}"],
+        ("cartpole.pt", "CartPole-v1", "Acrobot-v1"),
+    ),
+    "run-dir-not-writable": (
+        lambda tmp: [f"hydra.run.dir={tmp / 'notes.txt' / 'run'}"],
+        ("hydra.run.dir", "not writable"),
+    ),
+}
+
+
+@pytest.mark.timeout(FAIL_WITHIN_S + 30)
+@pytest.mark.parametrize("launcher", [a3c_train, torchrun], ids=["a3c-train", "torchrun"])
+@pytest.mark.parametrize(("overrides", "names"), BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_checkpoints_and_run_directories_are_one_line(
+    launcher, overrides, names: tuple[str, ...], tmp_path: Path, jobs: Jobs, venv_bin: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    cmd = launcher(venv_bin, overrides(tmp_path), tmp_path / "run")
+    done = jobs.run(cmd, cwd=tmp_path, timeout=FAIL_WITHIN_S)
+    assert_clean_failure(done, names)
+    assert (tmp_path / "notes.txt").read_text() == "not a checkpoint\n"

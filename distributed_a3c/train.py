@@ -175,7 +175,8 @@ def _exit_now(code: int) -> NoReturn:
 
 def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
     """One rank of the job (rank from torchrun's environment); bad input ends it with one line."""
-    from distributed_a3c.distributed.roles import PeerLost, install_signal_handlers, terminated_by_launcher
+    from distributed_a3c.distributed.rpc import PeerLost
+    from distributed_a3c.distributed.signals import install_signal_handlers, terminated_by_launcher
 
     rank = int(os.environ["RANK"])
     install_signal_handlers(rank)

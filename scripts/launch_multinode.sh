@@ -45,13 +45,15 @@ if ip -o -4 addr show | awk '{print $4}' | cut -d/ -f1 | grep -qx "$rdzv_ip"; th
 fi
 local_addr="${LOCAL_ADDR:-$(ip -o route get "$rdzv_ip" | sed -n 's/.* src \([0-9.]*\).*/\1/p')}"
 
+# A node that died counts as gone after 3 missed heartbeats: every 2 s (torchrun's 5 s made a restart
+# wait 15 s for it). last_call_timeout: how long an elastic rendezvous waits for more nodes past the minimum.
 # torch 2.13's shared store publishes a round's MASTER_ADDR only in its first round: a node joining a running
 # job would wait for it forever. Without sharing, rank 0 hosts a fresh store each attempt.
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 
 args=(--nnodes="${NNODES:-2}" --nproc-per-node="${NPROC_PER_NODE:-2}" --max-restarts="${MAX_RESTARTS:-3}"
       --rdzv-backend=c10d --rdzv-endpoint="$RDZV_ENDPOINT" --rdzv-id="${RUN_ID:-a3c}"
-      --rdzv-conf="is_host=$is_host,last_call_timeout=${LAST_CALL_TIMEOUT:-5}")
+      --rdzv-conf="is_host=$is_host,last_call_timeout=${LAST_CALL_TIMEOUT:-5},keep_alive_interval=2")
 [ -n "$local_addr" ] && args+=(--local-addr="$local_addr")
 cd "$ROOT"
 exec "${A3C_VENV:-$ROOT/.venv}/bin/torchrun" "${args[@]}" -m distributed_a3c.train "$@"

@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +23,9 @@ from distributed_a3c.checkpoint import (
 from distributed_a3c.config import Config, ConfigError
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed import rpc as rpc_edge
-from distributed_a3c.distributed.liveness import WorkerMonitor, watch_parent
+from distributed_a3c.distributed.liveness import WorkerMonitor
 from distributed_a3c.distributed.rpc import PeerLost
+from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
 from distributed_a3c.envs import make_env_fn
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.roster import WorkerRoster
@@ -40,76 +37,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STOP_GRACE_S = 10.0
 STOP_GRACE_SIGTERM_S = 1.0
-ORPHAN_DEADLINE_S = 30.0  # rank 0 without its agent: this long to checkpoint, then it exits regardless
-
-
-_interrupted = threading.Event()
-_first_signal: int | None = None
-_first_signal_at = 0.0
-FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one Ctrl-C can arrive twice)
-
-
-def _on_stop_signal(signum: int, frame: object) -> None:
-    global _first_signal, _first_signal_at
-    if not _interrupted.is_set():
-        _first_signal, _first_signal_at = signum, time.monotonic()
-        _interrupted.set()
-    elif time.monotonic() - _first_signal_at > FORCE_AFTER_S:
-        raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a graceful end
-
-
-def terminated_by_launcher() -> bool:
-    """True once a SIGTERM asked this rank to stop: the launcher is tearing the job down."""
-    return _first_signal == signal.SIGTERM
-
-
-def install_signal_handlers(rank: int) -> None:
-    """Ctrl-C makes the server stop training gracefully (final checkpoint and summary); so does SIGTERM
-    once training has begun (`arm_graceful_sigterm`).
-
-    Ctrl-C reaches every rank of a terminal's job; workers ignore it and stop when the server's reply
-    says so. A SIGTERM on a worker (e.g. from torchrun tearing the job down) ends it at once, and so it
-    does on rank 0 until its RPC agent is up: `init_rpc` blocks in C++, where a Python handler would only
-    run after torchrun had waited 30 s and sent SIGKILL. Before that point there is nothing new to save.
-    """
-    if rank == 0:
-        signal.signal(signal.SIGINT, _on_stop_signal)
-    else:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    watch_parent(_on_orphaned if rank == 0 else _exit_orphaned)
-
-
-def arm_graceful_sigterm() -> None:
-    signal.signal(signal.SIGTERM, _on_stop_signal)
-
-
-def _exit_orphaned(parent: int) -> None:
-    """A worker or shard whose torchrun agent died: nobody will restart or collect it, so it leaves."""
-    print(
-        f"a3c-train: error (rank {os.environ.get('RANK', '?')} on {socket.gethostname()}): its launcher "
-        f"(pid {parent}) is gone; exiting",
-        file=sys.stderr,
-        flush=True,
-    )
-    os._exit(1)
-
-
-def _on_orphaned(parent: int) -> None:
-    """Rank 0 whose agent died: stop as after a SIGTERM (checkpoint and summary), then exit regardless."""
-    global _orphaned
-    _orphaned = parent
-    print(
-        f"a3c-train: error (rank 0 on {socket.gethostname()}): its launcher (pid {parent}) is gone; "
-        "saving a checkpoint and exiting",
-        file=sys.stderr,
-        flush=True,
-    )
-    _on_stop_signal(signal.SIGTERM, None)
-    threading.Timer(ORPHAN_DEADLINE_S, os._exit, args=(1,)).start()
-
-
-_orphaned: int | None = None
 
 
 def worker_device() -> torch.device:
@@ -250,7 +177,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     try:
         _serve_until_stop(server, hub, cfg, run_dir, config_dict, roster)
     finally:
-        server.request_stop("interrupted" if _interrupted.is_set() else "error")  # no-op if already stopping
+        server.request_stop("interrupted" if interrupted() else "error")  # no-op if already stopping
         try:
             final_shards = rpc_edge.shard_states(shards, stop=True)
         except Exception as e:  # a shard rank is gone: keep the last complete checkpoint
@@ -284,7 +211,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         lost_ranks = ", ".join(f"{r} on {rendezvous.host_of(r)}" for r in sorted(roster.lost))
         then = "the job restarts from the checkpoint" if rendezvous.restarts_left() > 0 else "no worker is left"
         raise PeerLost(f"lost worker rank {lost_ranks}: {then} (kept in {run_dir})")
-    if _orphaned is not None:
+    if orphaned():
         return 1
     return 0
 
@@ -300,7 +227,7 @@ def _serve_until_stop(
     next_log = time.monotonic() + cfg.train.log_interval_s
     next_ckpt = time.monotonic() + cfg.train.checkpoint_interval_s
     while server.poll_stop() is None:
-        if _interrupted.is_set():
+        if interrupted():
             server.request_stop("interrupted")
             break
         time.sleep(min(0.05, cfg.train.log_interval_s))

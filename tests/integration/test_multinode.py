@@ -126,7 +126,7 @@ def _agents_on_loopback(
     def start(name: str, is_host: bool):
         cwd = tmp_path / name
         cwd.mkdir()
-        conf = [f"--rdzv-conf=is_host={int(is_host)},last_call_timeout=1"]
+        conf = [f"--rdzv-conf=is_host={int(is_host)},last_call_timeout=1,keep_alive_interval=2"]
         return jobs.start([venv_bin / "torchrun", *rdzv, *conf, *TRAIN, *args], cwd=cwd, env=env, name=name)
 
     return start
@@ -255,3 +255,28 @@ def test_ranks_whose_agent_was_killed_exit_by_themselves_and_rank_0_saves(
     assert summary["exit_reason"] == "interrupted" and summary["env_steps"] > 20000, summary
     stderr = (tmp_path / "_logs" / "job0.stderr").read_text()
     assert "its launcher" in stderr and "is gone" in stderr, stderr
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_parameter_server_ends_every_rank_on_every_node_with_a_line_naming_it(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of
+) -> None:
+    run_dir = tmp_path / "run"
+    start = _agents_on_loopback(
+        tmp_path, jobs, venv_bin, "2", [], ["train.total_env_steps=100000000", f"hydra.run.dir={run_dir}"]
+    )
+    head = start("head", is_host=True)
+    time.sleep(1.0)
+    other = start("other", is_host=False)
+    _wait(lambda: any(r["global_step"] > 20000 for r in metrics_of(run_dir)), 120, "no training", (head, other))
+    other_ranks = list(ranks_of(other.popen.pid).values())
+    os.kill(ranks_of(head.popen.pid)[0], signal.SIGKILL)
+    t0 = time.monotonic()
+
+    done = [node.wait(timeout=60) for node in (head, other)]
+    assert time.monotonic() - t0 < 60
+    assert all(d.returncode != 0 for d in done), [d.describe() for d in done]
+    assert _gone(other_ranks)
+    # The other node's workers notice at once (their connection is reset) and say so in a line each.
+    lines = [ln for ln in done[1].stderr.splitlines() if "lost the parameter server (rank 0 on" in ln]
+    assert len(lines) == 2 and all(ln.startswith("a3c-train: error (rank ") for ln in lines), done[1].describe()

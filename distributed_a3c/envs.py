@@ -88,9 +88,10 @@ def _make_native_gym_vector_env(cfg: EnvConfig, num_envs: int, seed: int) -> gym
 
 
 def vectorization_mode(cfg: EnvConfig) -> str:
-    """`env.vectorization` with `auto` resolved: the env's own batched implementation if it has one."""
+    """`env.vectorization` with `auto` resolved: the env's own batched implementation if it has one (not
+    for ALE ids: their batched env is `env.backend=ale_vector`, with the Atari preprocessing applied)."""
     if cfg.vectorization == "auto":
-        return "vector" if has_native_vector_env(cfg.id) else "sync"
+        return "vector" if has_native_vector_env(cfg.id) and not is_atari(cfg.id) else "sync"
     return cfg.vectorization
 
 

@@ -20,9 +20,8 @@ from omegaconf import OmegaConf
 from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.envs import make_env_fn
+from distributed_a3c.models import action_to_env, build_model
 from distributed_a3c.rl.normalize import RunningMeanStd
-from distributed_a3c.rl.policy import action_to_env
-from distributed_a3c.worker import build_model
 
 PROG = "a3c-eval"
 
@@ -58,7 +57,7 @@ def evaluate(
     model.load_state_dict(state["model"])
     model.eval()
     obs_stats = RunningMeanStd.from_state_dict(state["obs_stats"]) if state.get("obs_stats") else None
-    recurrent = bool(getattr(model, "is_recurrent", False))
+    recurrent = model.is_recurrent
     torch.manual_seed(seed)
     returns: list[float] = []
     for episode in range(episodes):

@@ -1,4 +1,5 @@
-"""What workers and the parameter server say to each other (plain data; RPC pickles these)."""
+"""What workers and the parameter server say to each other (plain data; RPC pickles these): a worker
+sends a `GradientPush`; every push and pull is answered with a `WeightsReply`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 
 
 @dataclass
-class PushRequest:
+class GradientPush:
+    """One rollout's gradient and what the rollout saw (env steps, finished episodes, statistics)."""
+
     rank: int
     """Global rank of the worker that computed the gradient."""
     version: int
@@ -26,6 +29,7 @@ class PushRequest:
     episode_returns: list[float] = field(default_factory=list)
     """Returns of the episodes this worker finished since its last push."""
     episode_lengths: list[int] = field(default_factory=list)
+    """Lengths of those episodes, in env steps (charts/mean_length_100)."""
     stats: dict[str, float] = field(default_factory=dict)
     """Losses, gradient norm and time split of this rollout, for the logs."""
     obs_stats: RunningMeanStd | None = None
@@ -35,7 +39,10 @@ class PushRequest:
 
 
 @dataclass
-class PushReply:
+class WeightsReply:
+    """The server's answer to a push or a pull: its weight version, the weights if the worker lacks them,
+    whether training is over, and the master observation statistics."""
+
     version: int
     """The server's weight version after handling the push."""
     weights: torch.Tensor | None
@@ -53,19 +60,19 @@ class PushReply:
 class ParameterStore(Protocol):
     """What a worker needs from a parameter server: the in-process one or a remote one over RPC."""
 
-    def pull(self, rank: int | None = None) -> PushReply:
+    def pull(self, rank: int | None = None) -> WeightsReply:
         """The current weights; `rank`: the worker asking, which the reply may tell to stop."""
         ...
 
-    def push(self, request: PushRequest) -> PushReply: ...
+    def push(self, request: GradientPush) -> WeightsReply: ...
 
-    def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
+    def push_async(self, request: GradientPush) -> torch.futures.Future[WeightsReply]:
         """Send a push without waiting; `.wait()` on the result gives the reply."""
         ...
 
 
-def completed(reply: PushReply) -> torch.futures.Future[PushReply]:
+def completed(reply: WeightsReply) -> torch.futures.Future[WeightsReply]:
     """An already-finished future, for stores that answer synchronously."""
-    future: torch.futures.Future[PushReply] = torch.futures.Future()
+    future: torch.futures.Future[WeightsReply] = torch.futures.Future()
     future.set_result(reply)
     return future

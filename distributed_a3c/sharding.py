@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from distributed_a3c.messages import ParameterStore, PushReply, PushRequest
+from distributed_a3c.messages import GradientPush, ParameterStore, WeightsReply
 
 
 def shard_bounds(numel: int, shards: int) -> list[tuple[int, int]]:
@@ -42,13 +42,13 @@ class ShardedParameterStore:
         self.shards = list(shards)
         self._weights: torch.Tensor | None = None  # the latest slices from every shard, assembled
 
-    def pull(self, rank: int | None = None) -> PushReply:
+    def pull(self, rank: int | None = None) -> WeightsReply:
         return self._combine([shard.pull(rank) for shard in self.shards])
 
-    def push(self, request: PushRequest) -> PushReply:
+    def push(self, request: GradientPush) -> WeightsReply:
         return self.push_async(request).wait()
 
-    def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
+    def push_async(self, request: GradientPush) -> torch.futures.Future[WeightsReply]:
         bounds = shard_bounds(request.grads.numel(), len(self.shards))
         futures = [
             shard.push_async(_shard_request(request, k, lo, hi))
@@ -56,7 +56,7 @@ class ShardedParameterStore:
         ]
         return torch.futures.collect_all(futures).then(lambda done: self._combine([f.wait() for f in done.wait()]))
 
-    def _combine(self, replies: list[PushReply]) -> PushReply:
+    def _combine(self, replies: list[WeightsReply]) -> WeightsReply:
         changed = [r.weights is not None for r in replies]
         if all(changed) and (self._weights is None or self._weights.dtype != replies[0].weights.dtype):
             self._weights = torch.cat([r.weights for r in replies])
@@ -67,7 +67,7 @@ class ShardedParameterStore:
                 if r.weights is not None:
                     self._weights[lo:hi].copy_(r.weights)
         lead = replies[0]
-        return PushReply(
+        return WeightsReply(
             version=lead.version,
             weights=self._weights if any(changed) else None,
             stop=any(r.stop for r in replies),
@@ -77,14 +77,14 @@ class ShardedParameterStore:
         )
 
 
-def _shard_request(request: PushRequest, k: int, lo: int, hi: int) -> PushRequest:
+def _shard_request(request: GradientPush, k: int, lo: int, hi: int) -> GradientPush:
     """Shard k's part of a push: its slice of the gradient; the statistics go to the lead shard only."""
     version = request.version if request.shard_versions is None else request.shard_versions[k]
     # A copy of the slice: TensorPipe sends a view's whole storage unless that is over twice the view,
     # so an uncopied slice of half the vector would carry all of it.
     grads = request.grads[lo:hi].clone()
     if k == 0:
-        return PushRequest(
+        return GradientPush(
             request.rank,
             version,
             grads,
@@ -94,7 +94,7 @@ def _shard_request(request: PushRequest, k: int, lo: int, hi: int) -> PushReques
             request.stats,
             request.obs_stats,
         )
-    return PushRequest(request.rank, version, grads, env_steps=0)
+    return GradientPush(request.rank, version, grads, env_steps=0)
 
 
 def merge_optimizer_states(states: Sequence[dict], sizes: Sequence[int]) -> dict:

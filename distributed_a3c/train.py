@@ -22,7 +22,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from distributed_a3c.config import Config, ConfigError, validate
+from distributed_a3c.config import Config, ConfigError
+from distributed_a3c.env_checks import validate_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PROG = "a3c-train"
@@ -44,7 +45,7 @@ def to_config(dcfg: DictConfig) -> Config:
         raise ConfigError("; ".join(unknown))
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, Config)
-    validate(cfg)
+    validate_all(cfg)
     error = _spaces_error(repr((cfg.env, cfg.model)), cfg)
     if error:
         raise ConfigError(error)
@@ -57,7 +58,7 @@ _spaces_checked: dict[str, str | None] = {}
 def _spaces_error(key: str, cfg: Config) -> str | None:
     """worker.spaces_error builds an env and a model (seconds for Atari): once per process per env/model."""
     if key not in _spaces_checked:
-        from distributed_a3c.worker import spaces_error
+        from distributed_a3c.models import spaces_error
 
         _spaces_checked[key] = spaces_error(cfg)
     return _spaces_checked[key]

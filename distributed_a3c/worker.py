@@ -9,7 +9,6 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,15 +18,13 @@ from distributed_a3c.envs import (
     final_observations,
     finished_episodes,
     is_next_step_autoreset,
-    make_env_fn,
     make_vector_env,
 )
-from distributed_a3c.messages import WIRE_DTYPES, ParameterStore, PushReply, PushRequest
+from distributed_a3c.messages import WIRE_DTYPES, GradientPush, ParameterStore, WeightsReply
+from distributed_a3c.models import action_to_env, build_model
+from distributed_a3c.rl.a2c import A2CHyperparameters, Rollout, a2c_step
 from distributed_a3c.rl.grads import clip_grad_norm_, flatten_parameters_
-from distributed_a3c.rl.losses import a2c_loss, explained_variance
 from distributed_a3c.rl.normalize import RewardScaler, RunningMeanStd
-from distributed_a3c.rl.policy import UnsupportedSpaceError, action_to_env, build_policy
-from distributed_a3c.rl.returns import advantages_and_returns
 
 
 def peak_rss_mb() -> float:
@@ -39,47 +36,6 @@ def peak_rss_mb() -> float:
 def worker_seed(base_seed: int, rank: int) -> int:
     """Seed of env 0 of this rank; env i gets this + i."""
     return base_seed + 1000 * rank
-
-
-def build_model(cfg: Config, obs_space, action_space) -> torch.nn.Module:
-    m = cfg.model
-    extra = {"lstm_size": m.lstm_size} if m.name == "lstm" else {"conv": m.conv} if m.name == "cnn" else {}
-    return build_policy(
-        m.name,
-        obs_space,
-        action_space,
-        hidden_sizes=list(m.hidden_sizes),
-        activation=m.activation,
-        shared_torso=m.shared_torso,
-        **extra,
-    )
-
-
-def spaces_error(cfg: Config) -> str | None:
-    """Why `cfg.model` has no policy for the spaces of `cfg.env` (one line), or None; builds one env."""
-    env = make_env_fn(cfg.env)()
-    try:
-        build_model(cfg, env.observation_space, env.action_space)
-    except UnsupportedSpaceError as e:
-        return f"env.id={cfg.env.id!r} is unsupported: {e}"
-    finally:
-        env.close()
-    return None
-
-
-@dataclass
-class Rollout:
-    obs: torch.Tensor  # [T, B, *obs_shape]
-    actions: torch.Tensor  # [T, B, *action_shape]
-    rewards: torch.Tensor  # [T, B]
-    values: torch.Tensor  # [T, B]
-    terminated: torch.Tensor  # [T, B]
-    truncated: torch.Tensor  # [T, B]
-    final_values: torch.Tensor  # [T, B], V(real final obs) where truncated
-    bootstrap_value: torch.Tensor  # [B]
-    starts: torch.Tensor | None = None  # [T, B], recurrent models: obs[t] begins an episode (state reset)
-    initial_state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state before obs[0]
-    valid: torch.Tensor | None = None  # [T, B], NEXT_STEP envs: False on the step that only resets the env
 
 
 class Worker:
@@ -94,7 +50,11 @@ class Worker:
         self.action_space = self.envs.single_action_space
         self.model = build_model(cfg, self.envs.single_observation_space, self.action_space).to(self.device)
         self.flat = flatten_parameters_(self.model)
-        self.recurrent = bool(getattr(self.model, "is_recurrent", False))
+        self.recurrent = self.model.is_recurrent
+        a = cfg.algo
+        self.hyperparameters = A2CHyperparameters(
+            a.gamma, a.gae_lambda, a.value_coef, a.entropy_coef, a.normalize_advantages
+        )
         # Normalize with the server's statistics (from each reply); send the moments of what this worker saw.
         obs_shape = self.envs.single_observation_space.shape
         self.obs_stats = RunningMeanStd.zeros(obs_shape) if cfg.env.normalize_obs else None
@@ -125,8 +85,7 @@ class Worker:
     def run(self) -> int:
         """Train until the server says stop; return the number of pushes made."""
         try:
-            reply = self.store.pull(self.rank)
-            self._apply(reply)
+            reply = self.begin()
             if self.cfg.worker.overlap:
                 self._run_overlapped(reply)
             else:
@@ -136,7 +95,13 @@ class Worker:
             self.envs.close()
         return self.pushes
 
-    def _run_overlapped(self, reply: PushReply) -> None:
+    def begin(self) -> WeightsReply:
+        """Pull the current weights (and observation statistics) to act with; the reply may say stop."""
+        reply = self.store.pull(self.rank)
+        self._apply(reply)
+        return reply
+
+    def _run_overlapped(self, reply: WeightsReply) -> None:
         """Collect the next rollout while the previous push is in flight (one version of extra staleness).
 
         The gradient of each rollout is computed with the weights that acted in it, and the fresh weights
@@ -157,7 +122,7 @@ class Worker:
             pending = self.store.push_async(request)
             self.pushes += 1
 
-    def step(self) -> PushReply:
+    def step(self) -> WeightsReply:
         """One rollout, one gradient, one push."""
         rollout = self.collect()
         stats = self.compute_gradients(rollout)
@@ -168,7 +133,7 @@ class Worker:
         self.pushes += 1
         return reply
 
-    def _apply(self, reply: PushReply) -> None:
+    def _apply(self, reply: WeightsReply) -> None:
         if reply.weights is not None:
             self.flat.load_(reply.weights)
         if reply.obs_stats is not None and self.obs_stats is not None:
@@ -176,13 +141,13 @@ class Worker:
         self.version = reply.version
         self.shard_versions = reply.shard_versions
 
-    def _request(self, stats: dict[str, float], grads: torch.Tensor | None = None) -> PushRequest:
+    def _request(self, stats: dict[str, float], grads: torch.Tensor | None = None) -> GradientPush:
         c = self.cfg.worker
         if grads is None:
             grads = self.flat.grads
         if self.cfg.server.wire_dtype != "float32":
             grads = grads.to(WIRE_DTYPES[self.cfg.server.wire_dtype])
-        req = PushRequest(
+        req = GradientPush(
             rank=self.rank,
             version=self.version,
             grads=grads,
@@ -318,56 +283,11 @@ class Worker:
     def compute_gradients(self, r: Rollout) -> dict[str, float]:
         """Write the A2C gradient of rollout `r` into `self.flat.grads`; return the loss statistics."""
         t0 = time.perf_counter()
-        a = self.cfg.algo
-        T, B = r.rewards.shape
-        advantages, targets = advantages_and_returns(
-            r.rewards,
-            r.values,
-            r.bootstrap_value,
-            r.terminated,
-            r.truncated,
-            r.final_values,
-            a.gamma,
-            a.gae_lambda,
-        )
-        mask = None if r.valid is None else r.valid.reshape(-1)
-        if a.normalize_advantages and advantages.numel() > 1:
-            valid_adv = advantages if r.valid is None else advantages[r.valid]
-            advantages = (advantages - valid_adv.mean()) / (valid_adv.std() + 1e-8)
-        if r.initial_state is not None:  # replay the rollout from its initial state: BPTT through all T steps
-            state = tuple(s.clone() for s in r.initial_state)  # plain tensors, not inference-mode ones
-            dist_inputs, values, _ = self.model.forward_sequence(r.obs, state, r.starts)
-            dist_inputs, values = dist_inputs.reshape(T * B, -1), values.reshape(-1)
-        else:
-            dist_inputs, values = self.model(r.obs.reshape(T * B, *r.obs.shape[2:]))
-        dist = self.model.distribution(dist_inputs)
-        log_probs = dist.log_prob(r.actions.reshape(T * B, *r.actions.shape[2:]))
-        loss = a2c_loss(
-            log_probs,
-            dist.entropy(),
-            values,
-            advantages.reshape(-1),
-            targets.reshape(-1),
-            a.value_coef,
-            a.entropy_coef,
-            mask,
-        )
+        loss, stats = a2c_step(self.model, r, self.hyperparameters)
         self.flat.zero_grad_()
-        loss.total.backward()
-        grad_norm = clip_grad_norm_(self.flat.grads, a.max_grad_norm)
+        loss.backward()
+        stats["losses/grad_norm"] = clip_grad_norm_(self.flat.grads, self.cfg.algo.max_grad_norm)
         self._time["learn"] += time.perf_counter() - t0
-        stats = {
-            "losses/policy_loss": float(loss.policy.detach()),
-            "losses/value_loss": float(loss.value.detach()),
-            "losses/entropy": float(loss.entropy.detach()),
-            "losses/grad_norm": grad_norm,
-        }
-        predicted, target = r.values.reshape(-1), targets.reshape(-1)
-        if mask is not None:
-            predicted, target = predicted[mask], target[mask]
-        ev = explained_variance(predicted, target)
-        if ev == ev:  # undefined (nan) when every target is equal
-            stats["losses/explained_variance"] = ev
         stats.update({f"worker/{k}_s": v for k, v in self._time.items()})
         stats["worker/max_rss_mb"] = self._peak_rss_mb()
         self._time = dict.fromkeys(self._time, 0.0)

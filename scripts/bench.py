@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import finite_json, fmt, int_list, kill_group, tail  # scripts/ is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_MARK = "BENCH_RESULT "
 SPLIT_KEYS = ("env", "act", "learn", "wait")
@@ -91,43 +93,21 @@ def child_raw_env(overrides: list[str], seconds: float | None, steps: int | None
 
 
 def child_in_process(overrides: list[str], log_interval_s: float) -> None:
-    """One Worker against the in-process ParameterServer: the same code path as a run, minus RPC."""
-    import threading
+    """One worker against the in-process parameter server (trainer.run_serial): a run's code path, minus RPC."""
+    import json
+    import tempfile
+    from pathlib import Path
 
-    import torch
+    from omegaconf import OmegaConf
 
-    from distributed_a3c.distributed.roles import env_spaces
-    from distributed_a3c.server import ParameterServer
-    from distributed_a3c.worker import Worker, build_model, peak_rss_mb
+    from distributed_a3c.trainer import run_serial
+    from distributed_a3c.worker import peak_rss_mb
 
-    cfg = _compose(overrides)
-    torch.set_num_threads(cfg.worker.torch_threads)
-    server = ParameterServer(build_model(cfg, *env_spaces(cfg)), cfg.optim, cfg.server, cfg.train)
-    worker = Worker(cfg, 1, server)
-    rows: list[dict[str, float]] = []
-    stop = threading.Event()
-
-    def log_rows() -> None:
-        while not stop.wait(log_interval_s):
-            rows.append(server.snapshot())
-
-    logger = threading.Thread(target=log_rows, daemon=True)
-    logger.start()
-    try:
-        worker.run()
-    finally:
-        stop.set()
-        logger.join()
-    rows.append(server.snapshot())
-    summary = {
-        "exit_reason": server.stop_reason,
-        "env_steps": server.env_steps,
-        "wall_time_s": server.elapsed_s(),
-        "dropped_pushes": server.dropped,
-        "staleness": server.staleness_summary(),
-        "server_busy_fraction": server.busy_s / max(server.elapsed_s(), 1e-9),
-        "peak_rss_mb_by_rank": {"0": peak_rss_mb()},
-    }
+    cfg = _compose([*overrides, "logger=quiet", f"train.log_interval_s={log_interval_s}"])
+    with tempfile.TemporaryDirectory(prefix="a3c-bench-serial-") as run_dir:
+        summary = run_serial(cfg, Path(run_dir), OmegaConf.to_container(OmegaConf.structured(cfg)), workers=1)
+        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    summary["peak_rss_mb_by_rank"] = {"0": peak_rss_mb()}
     _emit({"summary": summary, "rows": rows})
 
 
@@ -189,20 +169,9 @@ def run_process(cmd: list[str], timeout_s: float, cwd: Path = ROOT) -> tuple[int
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         raise
     return proc.returncode, out, err, time.monotonic() - t0
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.communicate(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_child(kind: str, args: list[str], timeout_s: float) -> dict[str, Any]:
@@ -213,7 +182,7 @@ def run_child(kind: str, args: list[str], timeout_s: float) -> dict[str, Any]:
             result = json.loads(line[len(RESULT_MARK) :])
             result["launch_to_exit_s"] = wall
             return result
-    raise RuntimeError(f"bench child {kind!r} exited with code {rc} and no result:\n{_tail(err or out)}")
+    raise RuntimeError(f"bench child {kind!r} exited with code {rc} and no result:\n{tail(err or out)}")
 
 
 def run_train(overrides: list[str], run_dir: Path, timeout_s: float) -> dict[str, Any]:
@@ -227,14 +196,10 @@ def run_train(overrides: list[str], run_dir: Path, timeout_s: float) -> dict[str
     rc, out, err, wall = run_process(cmd, timeout_s)
     summary_path = run_dir / "summary.json"
     if rc != 0 or not summary_path.is_file():
-        raise RuntimeError(f"a3c-train exited with code {rc}:\n{_tail(err or out)}")
+        raise RuntimeError(f"a3c-train exited with code {rc}:\n{tail(err or out)}")
     rows_path = run_dir / "metrics.jsonl"
     rows = [json.loads(ln) for ln in rows_path.read_text().splitlines() if ln.strip()] if rows_path.is_file() else []
     return {"summary": json.loads(summary_path.read_text()), "rows": rows, "launch_to_exit_s": wall}
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def with_overrides(overrides: list[str], values: dict[str, Any]) -> list[str]:
@@ -459,14 +424,6 @@ def say(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def _f(v: Any, fmt: str = ".0f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and not math.isfinite(v):
-        return "-"
-    return format(v, fmt)
-
-
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     t = results.get("throughput")
@@ -477,13 +434,13 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         body = [
             [
                 f"raw env x{raw['envs_per_worker']}",
-                _f(raw["steps_per_s"]),
+                fmt(raw["steps_per_s"]),
                 "-",
                 "-",
                 "-",
                 "-",
                 "-",
-                f"{_f(raw['peak_rss_mb_by_rank']['0'])}",
+                f"{fmt(raw['peak_rss_mb_by_rank']['0'])}",
                 "1.00",
                 "-",
             ]
@@ -498,15 +455,15 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             body.append(
                 [
                     name,
-                    _f(d["steps_per_s"]),
-                    _f(d["pushes_per_s"]),
-                    "/".join(_f(100 * split[k]) for k in SPLIT_KEYS) if split else "-",
-                    _f(d["server_busy_fraction"], ".2f"),
-                    f"{_f(d['staleness_mean'], '.1f')}/{_f(d['staleness_p99'])}",
+                    fmt(d["steps_per_s"]),
+                    fmt(d["pushes_per_s"]),
+                    "/".join(fmt(100 * split[k]) for k in SPLIT_KEYS) if split else "-",
+                    fmt(d["server_busy_fraction"], ".2f"),
+                    f"{fmt(d['staleness_mean'], '.1f')}/{fmt(d['staleness_p99'])}",
                     str(d["dropped_pushes"]),
-                    f"{_f(d['peak_rss_mb_server'])}/{_f(d['peak_rss_mb_worker_max'])}",
-                    _f(vs_raw, ".2f"),
-                    _f(vs_base, ".2f") if vs_base is not None else "-",
+                    f"{fmt(d['peak_rss_mb_server'])}/{fmt(d['peak_rss_mb_worker_max'])}",
+                    fmt(vs_raw, ".2f"),
+                    fmt(vs_base, ".2f") if vs_base is not None else "-",
                 ]
             )
         out.append(("throughput (steady state)", head, body))
@@ -517,25 +474,34 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             [
                 r["impl"],
                 str(r["seed"]),
-                _f(r["launch_to_exit_s"], ".1f"),
+                fmt(r["launch_to_exit_s"], ".1f"),
                 str(r["env_steps"]),
-                _f(r["steps_per_s"]),
+                fmt(r["steps_per_s"]),
                 str(r["reached"]),
             ]
             for r in th["runs"]
         ]
         for impl, m in th["median"].items():
             body.append(
-                [f"{impl} median", "-", _f(m["wall_s"], ".1f"), _f(m["env_steps"]), _f(m["steps_per_s"]), m["reached"]]
+                [
+                    f"{impl} median",
+                    "-",
+                    fmt(m["wall_s"], ".1f"),
+                    fmt(m["env_steps"]),
+                    fmt(m["steps_per_s"]),
+                    m["reached"],
+                ]
             )
         out.append(("time to threshold", head, body))
     if results.get("ratios"):
-        out.append(("ratios (this run)", ["ratio", "value"], [[k, _f(v, ".3f")] for k, v in results["ratios"].items()]))
+        out.append(
+            ("ratios (this run)", ["ratio", "value"], [[k, fmt(v, ".3f")] for k, v in results["ratios"].items()])
+        )
     return out
 
 
 def print_tables(results: dict[str, Any], plain: bool) -> None:
-    from _tables import print_tables as print_formatted  # scripts/ is on sys.path when a script runs
+    from _common import print_tables as print_formatted
 
     print_formatted(tables(results), plain, first_column_left=True)
 
@@ -609,16 +575,6 @@ def _env_of(overrides: list[str]) -> str:
 
 
 # ----- command line ----------------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: need at least one count, each >= 1")
-    return values
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
@@ -627,7 +583,7 @@ def parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, default=10.0, help="time budget per throughput job (default 10)")
     budget.add_argument("--steps", type=int, default=None, help="env-step budget per throughput job instead")
-    p.add_argument("--workers", type=_int_list, default=[1, 2, 4], help="worker counts to run (default 1,2,4)")
+    p.add_argument("--workers", type=int_list, default=[1, 2, 4], help="worker counts to run (default 1,2,4)")
     p.add_argument("--log-interval", type=float, default=0.5, help="seconds between metric rows (default 0.5)")
     p.add_argument("--timeout", type=float, default=None, help="kill a throughput job after this many seconds")
     p.add_argument("--skip-throughput", action="store_true", help="only the time-to-threshold comparison")
@@ -709,17 +665,6 @@ def main(argv: list[str] | None = None) -> int:
         plot(results, args.plot)
         say(f"wrote {args.plot}")
     return 0
-
-
-def finite_json(v: Any) -> Any:
-    """`v` with every non-finite float (nan, inf) as None, so the file is strict JSON."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: finite_json(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [finite_json(x) for x in v]
-    return v
 
 
 def _json_default(v: Any) -> Any:

@@ -28,7 +28,6 @@ The ceiling is the client count after which pushes/s grows by less than --satura
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -43,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import finite_json, fmt, int_list, kill_group, tail  # scripts/ is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ("mlp", "atari")
 ATARI_OBS = (4, 84, 84)
@@ -52,37 +53,20 @@ DEFAULT_OVERRIDES = ["server.max_staleness=1000000000"]
 
 # ----- the models whose size the gradients have ----------------------------------------------------------
 def build_sized_model(size: str, overrides: list[str]):
-    """(model, where it came from) for `size`: the real policy, or a Nature-CNN stand-in if model=cnn is missing."""
+    """(model, where it came from) for `size`: the composed config's policy, or the Nature CNN."""
     import gymnasium as gym
     import numpy as np
 
-    from distributed_a3c.distributed.roles import env_spaces
-    from distributed_a3c.rl.policy import build_policy
+    from distributed_a3c.models import build_model, build_policy, env_spaces
     from distributed_a3c.train import precheck
-    from distributed_a3c.worker import build_model
 
     if size == "mlp":
         cfg = precheck(overrides)
         return build_model(cfg, *env_spaces(cfg)), f"model={cfg.model.name} for {cfg.env.id} (composed config)"
     obs = gym.spaces.Box(0, 255, ATARI_OBS, np.uint8)
     act = gym.spaces.Discrete(ATARI_ACTIONS)
-    try:
-        model = build_policy("cnn", obs, act, hidden_sizes=[512], activation="relu", shared_torso=True)
-        return model, f"model=cnn (rl/policy.py) for {ATARI_OBS} frames, {ATARI_ACTIONS} actions"
-    except (ValueError, TypeError):
-        return _nature_cnn_stand_in(), f"stand-in Nature CNN for {ATARI_OBS} frames, {ATARI_ACTIONS} actions"
-
-
-def _nature_cnn_stand_in():
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(ATARI_OBS[0], 32, 8, stride=4),
-        nn.Conv2d(32, 64, 4, stride=2),
-        nn.Conv2d(64, 64, 3, stride=1),
-        nn.Linear(64 * 7 * 7, 512),
-        nn.Linear(512, ATARI_ACTIONS + 1),  # policy logits + value
-    )
+    model = build_policy("cnn", obs, act, hidden_sizes=[512], activation="relu", shared_torso=True)
+    return model, f"model=cnn (models.py) for {ATARI_OBS} frames, {ATARI_ACTIONS} actions"
 
 
 class _EchoServer:
@@ -90,15 +74,16 @@ class _EchoServer:
 
     def __init__(self, server) -> None:
         self.server = server
+        self.pushes = 0
 
     def pull(self, rank=None):
         return self.server.pull(rank)
 
     def push(self, req):
-        from distributed_a3c.messages import PushReply
+        from distributed_a3c.messages import WeightsReply
 
-        self.server.pushes_by_rank[req.rank] += 1
-        return PushReply(req.version + 1, self.server._wire_weights(), shard_versions=None)
+        self.pushes += 1  # a pull copies the weights as a push's reply would
+        return WeightsReply(req.version + 1, self.server.pull().weights, shard_versions=None)
 
 
 # ----- child processes --------------------------------------------------------------------------------------
@@ -123,7 +108,8 @@ def child_server(args: argparse.Namespace) -> None:
     model, _ = build_sized_model(args.size, args.overrides)
     never = TrainConfig(total_env_steps=2**62, target_return=None, max_minutes=None)
     server = ParameterServer(model, cfg.optim, cfg.server, never, shard=args.rank)
-    rpc_edge.serve(_EchoServer(server) if args.echo else server)
+    target = _EchoServer(server) if args.echo else server
+    rpc_edge.serve(target)
     clients = WorkerRoster(range(cfg.server.shards, args.world))
     rpc_edge.on_goodbye(clients.depart)
     rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
@@ -137,10 +123,10 @@ def child_server(args: argparse.Namespace) -> None:
         {
             "numel": server.num_params,
             "shard_numel": server.shard_numel,
-            "pushes": sum(server.pushes_by_rank.values()),
+            "pushes": target.pushes,
             "busy_fraction": (server.busy_s - busy0) / max(elapsed, 1e-9),
             "cpu_fraction": cpu / max(elapsed, 1e-9),
-            "staleness": server.staleness_summary(),
+            "staleness": server.stats.staleness_summary() if server.stats else {},
             "dropped": server.dropped,
             "rejected": server.rejected,
             "peak_rss_mb": peak_rss_mb(),
@@ -156,7 +142,7 @@ def child_client(args: argparse.Namespace) -> None:
 
     _pin(args.client_cpus)
     from distributed_a3c.distributed import rpc as rpc_edge
-    from distributed_a3c.messages import WIRE_DTYPES, PushRequest
+    from distributed_a3c.messages import WIRE_DTYPES, GradientPush
     from distributed_a3c.train import precheck
     from distributed_a3c.worker import peak_rss_mb
 
@@ -175,7 +161,9 @@ def child_client(args: argparse.Namespace) -> None:
             store = rpc_edge.remote_store(cfg.server.shards, torch.device("cpu"))  # one push in flight per store
             reply = store.pull()
             while (a := time.perf_counter()) < t_end:
-                request = PushRequest(args.rank, reply.version, grads, env_steps=0, shard_versions=reply.shard_versions)
+                request = GradientPush(
+                    args.rank, reply.version, grads, env_steps=0, shard_versions=reply.shard_versions
+                )
                 reply = store.push(request)
                 b = time.perf_counter()
                 if a >= t_start:
@@ -282,8 +270,10 @@ def run_config(
                 )
         except BaseException as e:
             for p, _ in procs:
-                _kill_group(p)
-            logs = "\n".join(f"--- rank {i}\n{_tail(d / f'rank{i}.log')}" for i in range(len(procs)))
+                kill_group(p)
+            logs = "\n".join(
+                f"--- rank {i}\n{tail((d / f'rank{i}.log').read_text(errors='replace'), 8)}" for i in range(len(procs))
+            )
             if isinstance(e, RuntimeError):
                 raise RuntimeError(f"{e}\n{logs}") from None
             raise
@@ -352,40 +342,7 @@ def ceiling(configs: list[dict[str, Any]], saturation: float) -> dict[str, Any]:
     }
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _tail(path: Path, lines: int = 8) -> str:
-    try:
-        return "\n".join(path.read_text().strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def finite_json(v: Any) -> Any:
-    """`v` with every non-finite float (nan, inf) as None, so the file is strict JSON."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: finite_json(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [finite_json(x) for x in v]
-    return v
-
-
 # ----- output ------------------------------------------------------------------------------------------------
-def _f(v: Any, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     head = [
@@ -409,14 +366,14 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 [
                     str(c["clients"]),
                     f"{c['procs']} x {c['threads_per_proc']}",
-                    _f(c["pushes_per_s"], ".0f"),
-                    _f(gain, ".2f"),
-                    _f(c["latency_ms_p50"], ".2f"),
-                    _f(c["latency_ms_p99"], ".2f"),
-                    _f(c["payload_mb_per_s"], ".0f"),
-                    _f(c["server_busy_fraction"], ".2f"),
-                    _f(c["server_cpu_fraction"], ".2f"),
-                    f"{_f(c['staleness_mean'], '.1f')}/{_f(c['staleness_p99'], 'd')}",
+                    fmt(c["pushes_per_s"], ".0f"),
+                    fmt(gain, ".2f"),
+                    fmt(c["latency_ms_p50"], ".2f"),
+                    fmt(c["latency_ms_p99"], ".2f"),
+                    fmt(c["payload_mb_per_s"], ".0f"),
+                    fmt(c["server_busy_fraction"], ".2f"),
+                    fmt(c["server_cpu_fraction"], ".2f"),
+                    f"{fmt(c['staleness_mean'], '.1f')}/{fmt(c['staleness_p99'], 'd')}",
                 ]
             )
         cl = s["ceiling"]
@@ -430,22 +387,12 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
 
 
 def print_tables(results: dict[str, Any], plain: bool) -> None:
-    from _tables import print_tables as print_formatted  # scripts/ is on sys.path when a script runs
+    from _common import print_tables as print_formatted
 
     print_formatted(tables(results), plain, first_column_left=False)
 
 
 # ----- command line ------------------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: need at least one count, each >= 1")
-    return values
-
-
 def _cpu_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
@@ -464,8 +411,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the server config (server.*, optim.*, rpc.*)")
     p.add_argument("--sizes", type=_size_list, default=list(SIZES), help="mlp,atari (default both)")
-    p.add_argument("--clients", type=_int_list, default=[1, 4, 16, 64], help="client counts (default 1,4,16,64)")
-    p.add_argument("--shards", type=_int_list, default=[1], help="server.shards values to compare (default 1)")
+    p.add_argument("--clients", type=int_list, default=[1, 4, 16, 64], help="client counts (default 1,4,16,64)")
+    p.add_argument("--shards", type=int_list, default=[1], help="server.shards values to compare (default 1)")
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per configuration (default 3)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before that (default 1)")
     p.add_argument("--max-procs", type=int, default=8, help="client processes at most; more clients become threads")

@@ -19,7 +19,7 @@ import torch.distributed.rpc as rpc
 from distributed_a3c.config import RpcConfig
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed.netif import interface_for
-from distributed_a3c.messages import ParameterStore, PushReply, PushRequest
+from distributed_a3c.messages import GradientPush, ParameterStore, WeightsReply
 from distributed_a3c.server import ParameterServer
 from distributed_a3c.sharding import ShardedParameterStore
 
@@ -50,12 +50,12 @@ def serve(server: ParameterServer) -> None:
     _server = server
 
 
-def _push(request: PushRequest) -> PushReply:
+def _push(request: GradientPush) -> WeightsReply:
     assert _server is not None, "push reached a rank that hosts no parameter server"
     return _server.push(request)
 
 
-def _pull(rank: int | None) -> PushReply:
+def _pull(rank: int | None) -> WeightsReply:
     assert _server is not None, "pull reached a rank that hosts no parameter server"
     return _server.pull(rank)
 
@@ -166,20 +166,20 @@ class RemoteParameterStore:
         # Without a device map both ends must talk in CPU tensors.
         self._via_cpu = device.type != "cpu" and (server_device is None or server_device.type == "cpu")
 
-    def pull(self, rank: int | None = None) -> PushReply:
+    def pull(self, rank: int | None = None) -> WeightsReply:
         try:
             return rpc.rpc_sync(self.name, _pull, args=(rank,))
         except Exception as e:
             raise self._lost(e) from None
 
-    def push(self, request: PushRequest) -> PushReply:
+    def push(self, request: GradientPush) -> WeightsReply:
         try:
             return rpc.rpc_sync(self.name, _push, args=(self._wire(request),))
         except Exception as e:
             raise self._lost(e) from None
 
-    def push_async(self, request: PushRequest) -> torch.futures.Future[PushReply]:
-        def unwrap(future: torch.futures.Future[PushReply]) -> PushReply:
+    def push_async(self, request: GradientPush) -> torch.futures.Future[WeightsReply]:
+        def unwrap(future: torch.futures.Future[WeightsReply]) -> WeightsReply:
             try:
                 return future.value()
             except Exception as e:
@@ -191,7 +191,7 @@ class RemoteParameterStore:
         what = "the parameter server" if self.shard == 0 else f"parameter-server shard {self.shard}"
         return PeerLost(f"lost {what} (rank {self.shard} on {rendezvous.host_of(self.shard)}): {_first_line(e)}")
 
-    def _wire(self, request: PushRequest) -> PushRequest:
+    def _wire(self, request: GradientPush) -> GradientPush:
         if self._via_cpu:
             request.grads = request.grads.cpu()
         return request

@@ -15,8 +15,7 @@ from omegaconf import OmegaConf
 
 from distributed_a3c.checkpoint import load_checkpoint
 from distributed_a3c.config import Config
-from distributed_a3c.distributed.roles import env_spaces
-from distributed_a3c.worker import build_model
+from distributed_a3c.models import build_model, env_spaces
 
 if TYPE_CHECKING:
     from conftest import Finished, Jobs

@@ -22,7 +22,7 @@ import torch
 from distributed_a3c.config import Config, validate
 from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.distributed.roles import run_server, run_worker
-from distributed_a3c.messages import PushRequest
+from distributed_a3c.messages import GradientPush
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +77,13 @@ def _bad_pusher_main(rank: int, world_size: int, master_port: int, cfg: Config, 
     try:
         before = store.pull()
         n = before.weights.numel()
-        wrong_size = store.push(PushRequest(rank, before.version, torch.zeros(n + 1), env_steps=0))
+        wrong_size = store.push(GradientPush(rank, before.version, torch.zeros(n + 1), env_steps=0))
         nan = torch.full((n,), 0.01)
         nan[n // 2] = float("nan")
-        with_nan = store.push(PushRequest(rank, before.version, nan, env_steps=0))
+        with_nan = store.push(GradientPush(rank, before.version, nan, env_steps=0))
         after = store.pull()
         # A valid push proves the comparison above could have seen a change; it also ends the run.
-        valid = store.push(PushRequest(rank, after.version, torch.full((n,), 0.01), cfg.train.total_env_steps))
+        valid = store.push(GradientPush(rank, after.version, torch.full((n,), 0.01), cfg.train.total_env_steps))
         final = store.pull()
         rpc_edge.say_goodbye(rank)
     finally:

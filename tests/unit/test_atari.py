@@ -20,11 +20,11 @@ from distributed_a3c.config import (
     ModelConfig,
     TrainConfig,
     WorkerConfig,
-    config_errors,
     validate,
 )
+from distributed_a3c.env_checks import all_errors
 from distributed_a3c.envs import final_observations, finished_episodes, make_env_fn, make_vector_env
-from distributed_a3c.rl.policy import CNNActorCritic, UnsupportedSpaceError, build_policy
+from distributed_a3c.models import CNNActorCritic, UnsupportedSpaceError, build_policy
 
 pytest.importorskip("ale_py")  # a guard only: the test environment installs the atari extra
 
@@ -174,16 +174,16 @@ def test_cnn_rejects_spaces_it_cannot_take(obs_space, action_space):
 # ----- config and missing dependency -------------------------------------------------------------------------
 def test_config_rules_for_atari():
     cfg = Config(env=EnvConfig(id="CartPole-v1", backend="ale_vector", atari=AtariConfig(frame_skip=0)))
-    errors = config_errors(cfg)
+    errors = all_errors(cfg)
     assert any(e.startswith("env.backend='ale_vector' is invalid: must be gymnasium") for e in errors)
     assert "env.atari.frame_skip=0 is invalid: must be >= 1" in errors
-    errors = config_errors(Config(model=ModelConfig(conv="resnet")))
+    errors = all_errors(Config(model=ModelConfig(conv="resnet")))
     assert "model.conv='resnet' is invalid: must be one of nature, a3c" in errors
-    errors = config_errors(Config(env=EnvConfig(id="ALE/Pong-v5", backend="nope")))
+    errors = all_errors(Config(env=EnvConfig(id="ALE/Pong-v5", backend="nope")))
     assert any(e.startswith("env.backend='nope' is invalid: must be one of gymnasium") for e in errors)
     assert any(e.startswith("model.name='mlp' is invalid: must be cnn for ALE") for e in errors)
     ok = Config(env=EnvConfig(id="ALE/Pong-v5"), model=ModelConfig(name="cnn", hidden_sizes=[512], shared_torso=True))
-    assert config_errors(ok) == []
+    assert all_errors(ok) == []
 
 
 def test_missing_ale_py_names_the_pip_extra(monkeypatch):
@@ -197,8 +197,9 @@ def test_missing_ale_py_names_the_pip_extra(monkeypatch):
 # ----- a worker on Pong --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["gymnasium", "ale_vector"])
 def test_worker_trains_on_pong_against_an_in_process_server(backend):
+    from distributed_a3c.models import build_model
     from distributed_a3c.server import ParameterServer
-    from distributed_a3c.worker import Worker, build_model
+    from distributed_a3c.worker import Worker
 
     cfg = validate(
         Config(
@@ -218,6 +219,6 @@ def test_worker_trains_on_pong_against_an_in_process_server(backend):
             w.step()
     finally:
         w.envs.close()
-    assert server.version == 3 and server.env_steps == 3 * 2 * 5
+    assert server.version == 3 and server.stats.env_steps == 3 * 2 * 5
     assert not torch.equal(server.flat.weights, initial)
     assert torch.isfinite(server.flat.weights).all()

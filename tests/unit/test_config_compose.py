@@ -214,3 +214,8 @@ def test_precheck_returns_the_config_when_valid(capsys):
     cfg = train.precheck(["workers=3", "optim=rmsprop"])
     assert (cfg.workers, cfg.optim.name) == (3, "rmsprop")
     assert capsys.readouterr().err == ""
+
+
+def test_the_dataclass_defaults_are_the_default_job():
+    """`Config()` (evaluation, tests, the serial runner) holds what `a3c-train` with no overrides runs."""
+    assert OmegaConf.to_object(_compose([])) == Config()

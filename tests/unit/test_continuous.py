@@ -14,11 +14,11 @@ from torch.distributions import Normal
 
 from distributed_a3c.checkpoint import load_checkpoint, save_checkpoint
 from distributed_a3c.config import Config, OptimConfig, ServerConfig, TrainConfig
-from distributed_a3c.messages import PushRequest
+from distributed_a3c.messages import GradientPush
+from distributed_a3c.models import MLPActorCritic, action_to_env, build_model
 from distributed_a3c.rl.normalize import OBS_CLIP, RewardScaler, RunningMeanStd, merge_moments
-from distributed_a3c.rl.policy import MLPActorCritic, action_to_env
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import Worker, build_model
+from distributed_a3c.worker import Worker
 
 NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)
 BOX3 = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
@@ -174,7 +174,7 @@ def _server(cfg: Config) -> ParameterServer:
 
 def _push(server: ParameterServer, rank: int, stats: RunningMeanStd | None):
     grads = torch.zeros(server.num_params)
-    return server.push(PushRequest(rank=rank, version=server.version, grads=grads, env_steps=1, obs_stats=stats))
+    return server.push(GradientPush(rank=rank, version=server.version, grads=grads, env_steps=1, obs_stats=stats))
 
 
 def test_server_merges_worker_statistics_and_ships_them_back():
@@ -209,7 +209,7 @@ def test_statistics_survive_pickling_and_a_checkpoint_round_trip(tmp_path):
     cfg = _cfg()
     server = _server(cfg)
     data = np.random.default_rng(2).normal(3, 2, size=(50, 3))
-    request = PushRequest(1, 0, torch.zeros(server.num_params), 50, obs_stats=RunningMeanStd.of(data))
+    request = GradientPush(1, 0, torch.zeros(server.num_params), 50, obs_stats=RunningMeanStd.of(data))
     server.push(pickle.loads(pickle.dumps(request)))  # RPC pickles requests and replies
     save_checkpoint(tmp_path / "ckpt.pt", server.state_dict())
     restored = _server(cfg)
@@ -256,5 +256,5 @@ def test_reward_scaling_leaves_the_logged_returns_raw():
         worker.compute_gradients(rollout)
         worker.store.push(worker._request({}))
     assert rollout.rewards.abs().max() <= 10.0
-    assert len(server.returns) == 2 and min(server.returns) < -100  # raw Pendulum returns, not scaled ones
+    assert len(server.stats.returns) == 2 and min(server.stats.returns) < -100  # raw Pendulum returns, not scaled ones
     worker.envs.close()

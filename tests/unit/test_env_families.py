@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from distributed_a3c.checkpoint import load_checkpoint
-from distributed_a3c.config import Config, config_errors
+from distributed_a3c.config import Config
+from distributed_a3c.env_checks import all_errors
 from distributed_a3c.envs import make_env_fn
-from distributed_a3c.rl.policy import UnsupportedSpaceError, build_policy
+from distributed_a3c.models import UnsupportedSpaceError, build_model, build_policy
 from distributed_a3c.server import ParameterServer
 from distributed_a3c.train import precheck
-from distributed_a3c.worker import Worker, build_model
+from distributed_a3c.worker import Worker
 
 SMALL = ["worker.envs_per_worker=2", "worker.rollout_len=4", "train.target_return=null"]
 
@@ -37,7 +38,7 @@ def _updates(overrides: list[str], pushes: int = 3) -> tuple[Config, ParameterSe
         reply = worker.step()
         assert reply.status == "applied"
     worker.envs.close()
-    assert server.version == pushes and server.env_steps == pushes * 2 * 4
+    assert server.version == pushes and server.stats.env_steps == pushes * 2 * 4
     assert not torch.equal(before, server.flat.weights) and torch.isfinite(server.flat.weights).all()
     return cfg, server
 
@@ -170,7 +171,7 @@ def test_a_missing_extra_is_reported_with_every_other_broken_rule(monkeypatch):
     cfg = Config()
     cfg.env.id = "LunarLander-v3"
     cfg.optim.lr = -1.0
-    errors = config_errors(cfg)
+    errors = all_errors(cfg)
     assert "optim.lr=-1.0 is invalid: must be > 0" in errors
     assert "env.id='LunarLander-v3' needs Box2D: pip install 'distributed_a3c[box2d]'" in errors
 
@@ -179,4 +180,4 @@ def test_installed_extras_pass_validation():
     for env_id in ("LunarLander-v3", "InvertedPendulum-v5", "CartPole-v1"):
         cfg = Config()
         cfg.env.id = env_id
-        assert config_errors(cfg) == []
+        assert all_errors(cfg) == []

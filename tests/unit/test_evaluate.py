@@ -12,8 +12,8 @@ from distributed_a3c.checkpoint import save_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.envs import make_vector_env
 from distributed_a3c.evaluate import config_from_checkpoint, evaluate, main
+from distributed_a3c.models import build_model
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import build_model
 
 
 def _checkpoint(tmp_path: Path, max_steps: int) -> Path:

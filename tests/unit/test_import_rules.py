@@ -86,22 +86,79 @@ def test_files_were_found():
     assert any(r.startswith("distributed/") for r in rel)
 
 
-def test_rl_is_pure():
-    rl = [p for p in FILES if p.parent == PACKAGE / "rl"]
-    forbidden = ("torch.distributed", "hydra", "omegaconf", "wandb", "distributed_a3c.distributed")
-    assert _violations(rl, forbidden) == []
+# The layers the README draws, lowest first. A module may import its own layer and the ones below it.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("config", ("distributed_a3c.config", "distributed_a3c.config_rules")),
+    ("rl: the algorithm, pure torch", ("distributed_a3c.rl",)),
+    ("envs", ("distributed_a3c.atari", "distributed_a3c.envs", "distributed_a3c.env_checks")),
+    ("models", ("distributed_a3c.models",)),
+    (
+        "parameter server and its parts",
+        (
+            "distributed_a3c.messages",
+            "distributed_a3c.optim",
+            "distributed_a3c.sharding",
+            "distributed_a3c.validation",
+            "distributed_a3c.run_stats",
+            "distributed_a3c.server",
+            "distributed_a3c.roster",
+            "distributed_a3c.checkpoint",
+            "distributed_a3c.metrics",
+        ),
+    ),
+    ("worker", ("distributed_a3c.worker",)),
+    ("trainer: the run lifecycle", ("distributed_a3c.trainer",)),
+    ("edge: RPC, torchrun, signals", ("distributed_a3c.distributed",)),
+    ("entry points", ("distributed_a3c.train", "distributed_a3c.evaluate")),
+]
+
+# Third-party modules and the only layers (or files) allowed to import them.
+OUTSIDE = {
+    "torch.distributed": ("distributed_a3c.distributed",),
+    "hydra": ("distributed_a3c.train",),
+    "omegaconf": ("distributed_a3c.train", "distributed_a3c.evaluate"),
+    "wandb": ("distributed_a3c.metrics",),
+    "gymnasium": (
+        "distributed_a3c.atari",
+        "distributed_a3c.envs",
+        "distributed_a3c.env_checks",
+        "distributed_a3c.models",
+        "distributed_a3c.worker",
+        "distributed_a3c.trainer",
+        "distributed_a3c.evaluate",
+    ),
+    "ale_py": ("distributed_a3c.atari", "distributed_a3c.envs", "distributed_a3c.env_checks"),
+}
 
 
-def test_only_the_distributed_package_imports_torch_distributed():
-    outside = [p for p in FILES if PACKAGE / "distributed" not in p.parents]
-    assert _violations(outside, ("torch.distributed",)) == []
+def _layer_of(module: str) -> int | None:
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if any(_matches(module, p) for p in prefixes):
+            return index
+    return None
 
 
-def test_only_train_imports_hydra():
-    others = [p for p in FILES if p != PACKAGE / "train.py"]
-    assert _violations(others, ("hydra",)) == []
+def test_every_module_has_a_layer():
+    unplaced = [_module_name(p) for p in FILES if _layer_of(_module_name(p)) is None]
+    assert unplaced in ([], ["distributed_a3c"]), unplaced
 
 
-@pytest.mark.parametrize("name", ["server.py", "worker.py"])
-def test_server_and_worker_never_see_rpc(name):
-    assert _violations([PACKAGE / name], ("torch.distributed", "distributed_a3c.distributed")) == []
+def test_imports_point_down_the_layers():
+    upward = []
+    for path in FILES:
+        module = _module_name(path)
+        own = _layer_of(module)
+        if own is None:
+            continue
+        for name in sorted(_imports(path)):
+            target = _layer_of(name)
+            if target is not None and target > own:
+                upward.append(f"{module} ({LAYERS[own][0]}) imports {name} ({LAYERS[target][0]})")
+    assert upward == []
+
+
+@pytest.mark.parametrize("package", sorted(OUTSIDE))
+def test_third_party_modules_stay_where_they_belong(package):
+    allowed = OUTSIDE[package]
+    others = [p for p in FILES if not any(_matches(_module_name(p), a) for a in allowed)]
+    assert _violations(others, (package,)) == []

@@ -10,9 +10,9 @@ import torch
 
 import distributed_a3c.worker as worker_module
 from distributed_a3c.config import Config, OptimConfig, ServerConfig, TrainConfig, validate
-from distributed_a3c.rl.policy import LSTMActorCritic, build_policy
+from distributed_a3c.models import LSTMActorCritic, build_model, build_policy
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import Worker, build_model
+from distributed_a3c.worker import Worker
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 T, B, H = 6, 4, 8
@@ -120,6 +120,7 @@ def test_feedforward_models_are_not_recurrent():
 def _cfg(env_id: str = "CartPole-v1", envs: int = 4, rollout: int = 8, **kw) -> Config:
     cfg = Config()
     cfg.env.id = env_id
+    cfg.env.vectorization = "sync"  # SAME_STEP autoreset: a start follows each episode end at once
     cfg.model.name = "lstm"
     cfg.model.shared_torso = True
     cfg.model.hidden_sizes = [32]
@@ -219,4 +220,4 @@ def test_a_few_real_updates_through_the_worker(env_id, extra):
     assert pushes >= 5 and server.version >= 5 and server.rejected == 0
     assert not torch.equal(before, server.flat.weights)
     assert torch.isfinite(server.flat.weights).all()
-    assert server.last_stats[1]["losses/grad_norm"] > 0
+    assert server.stats.last_stats[1]["losses/grad_norm"] > 0

@@ -9,8 +9,9 @@ import torch
 
 from distributed_a3c.config import Config, validate
 from distributed_a3c.envs import make_vector_env
+from distributed_a3c.models import build_model
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import Worker, build_model
+from distributed_a3c.worker import Worker
 
 
 def _worker(max_steps: int, envs: int = 4, rollout: int = 25) -> tuple[Worker, ParameterServer]:
@@ -69,9 +70,9 @@ def test_vector_mode_learns_cartpole_in_process() -> None:
     # from ~22 for a random policy; the best of these checkpoints must pass 150 within 80k steps.
     worker, server = _worker(max_steps=500, envs=16, rollout=5)
     best, next_check = float("-inf"), 10_000
-    while server.env_steps < 80_000 and best < 150:
+    while server.stats.env_steps < 80_000 and best < 150:
         worker.step()
-        if server.env_steps >= next_check:
-            best = max(best, sum(server.returns) / len(server.returns))
+        if server.stats.env_steps >= next_check:
+            best = max(best, sum(server.stats.returns) / len(server.stats.returns))
             next_check += 10_000
     assert best >= 150, best

@@ -129,10 +129,10 @@ def test_building_and_stepping_the_server_does_not_import_torch_dynamo():
     code = (
         "import sys, torch\n"
         "from distributed_a3c.train import precheck\n"
-        "from distributed_a3c.distributed.roles import _build_server\n"
-        "from distributed_a3c.messages import PushRequest\n"
-        "server = _build_server(precheck([]), 0, 3, None)\n"
-        "server.push(PushRequest(1, 0, torch.ones(server.num_params), env_steps=1))\n"
+        "from distributed_a3c.trainer import build_server\n"
+        "from distributed_a3c.messages import GradientPush\n"
+        "server = build_server(precheck([]), 0, 3, None)\n"
+        "server.push(GradientPush(1, 0, torch.ones(server.num_params), env_steps=1))\n"
         "server.load_state_dict(server.state_dict())\n"
         "print(server.version, 'torch._dynamo' in sys.modules)\n"
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from distributed_a3c.rl.policy import MLPActorCritic
+from distributed_a3c.models import MLPActorCritic
 
 N_SAMPLES = 200_000
 

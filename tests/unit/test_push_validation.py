@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
-from distributed_a3c.messages import PushRequest
+from distributed_a3c.messages import GradientPush
 from distributed_a3c.rl.normalize import RunningMeanStd
 from distributed_a3c.server import ParameterServer
 
@@ -24,7 +24,7 @@ def _server(target_return: float | None = 10.0) -> ParameterServer:
     )
 
 
-def _valid(server: ParameterServer, **changes) -> PushRequest:
+def _valid(server: ParameterServer, **changes) -> GradientPush:
     fields = {
         "rank": 1,
         "version": server.version,
@@ -34,18 +34,18 @@ def _valid(server: ParameterServer, **changes) -> PushRequest:
         "episode_lengths": [12],
         "obs_stats": RunningMeanStd(np.zeros(4), np.ones(4), 8.0),
     }
-    return PushRequest(**{**fields, **changes})
+    return GradientPush(**{**fields, **changes})
 
 
 def _counters(server: ParameterServer) -> tuple:
     obs = None if server.obs_stats is None else (server.obs_stats.mean.copy(), server.obs_stats.count)
     return (
         server.version,
-        server.env_steps,
-        server.episodes,
-        list(server.returns),
+        server.stats.env_steps,
+        server.stats.episodes,
+        list(server.stats.returns),
         repr(obs),
-        sum(server.pushes_by_rank.values()),
+        sum(server.stats.pushes_by_rank.values()),
     )
 
 
@@ -94,5 +94,5 @@ def test_a_valid_push_counts_everything():
     server = _server()
     reply = server.push(_valid(server))
     assert reply.status == "applied" and server.version == 1
-    assert (server.env_steps, server.episodes, list(server.returns)) == (PER_PUSH, 1, [5.0])
+    assert (server.stats.env_steps, server.stats.episodes, list(server.stats.returns)) == (PER_PUSH, 1, [5.0])
     assert server.obs_stats is not None and server.obs_stats.count == 8.0

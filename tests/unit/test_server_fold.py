@@ -10,9 +10,9 @@ import torch
 
 from distributed_a3c.config import Config, ConfigError, validate
 from distributed_a3c.envs import make_vector_env
-from distributed_a3c.messages import PushRequest
+from distributed_a3c.messages import GradientPush
+from distributed_a3c.models import build_model
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import build_model
 
 
 def _server(fold: bool) -> ParameterServer:
@@ -47,7 +47,7 @@ def _push_concurrently(
             g = torch.randn(server.num_params, generator=gens[i])
             with lock:
                 sent.append(g)
-            reply = server.push(PushRequest(rank=i + 1, version=server.version, grads=g, env_steps=1))
+            reply = server.push(GradientPush(rank=i + 1, version=server.version, grads=g, env_steps=1))
             assert reply.status == "applied"
 
     ts = [threading.Thread(target=client, args=(i,)) for i in range(threads)]

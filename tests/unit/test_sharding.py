@@ -15,7 +15,7 @@ from distributed_a3c.config import (
     WorkerConfig,
     config_errors,
 )
-from distributed_a3c.messages import PushRequest
+from distributed_a3c.messages import GradientPush
 from distributed_a3c.server import ParameterServer
 from distributed_a3c.sharding import (
     ShardedParameterStore,
@@ -77,8 +77,8 @@ def test_sharded_and_unsharded_servers_apply_identical_updates_to_identical_push
             versions[rank] = (single.version - 3, [s.version - 3 for s in sharded])  # beyond max_staleness
         grads = torch.randn(single.num_params, generator=gen)
         version, shard_versions = versions[rank]
-        a = single.push(PushRequest(rank, version, grads.clone(), env_steps=10, episode_returns=[float(i)]))
-        b = store.push(PushRequest(rank, version, grads.clone(), 10, [float(i)], shard_versions=shard_versions))
+        a = single.push(GradientPush(rank, version, grads.clone(), env_steps=10, episode_returns=[float(i)]))
+        b = store.push(GradientPush(rank, version, grads.clone(), 10, [float(i)], shard_versions=shard_versions))
         assert (b.status, b.version, b.stop) == (a.status, a.version, a.stop)
         assert b.shard_versions == [a.version] * shards
         _same(_assembled(sharded), single.flat.weights)
@@ -87,8 +87,10 @@ def test_sharded_and_unsharded_servers_apply_identical_updates_to_identical_push
         versions[rank] = (b.version, b.shard_versions)
     assert single.dropped == sharded[0].dropped == 1
     # The lead shard keeps the run's statistics; the others only their slice.
-    assert sharded[0].env_steps == single.env_steps == 120 and list(sharded[0].returns) == list(single.returns)
-    assert all(s.env_steps == 0 and not s.returns for s in sharded[1:])
+    assert sharded[0].stats.env_steps == single.stats.env_steps == 120 and list(sharded[0].stats.returns) == list(
+        single.stats.returns
+    )
+    assert all(s.stats is None for s in sharded[1:])  # only the lead keeps the run's statistics
 
 
 @pytest.mark.parametrize("optim", ["adam", "rmsprop"])
@@ -99,8 +101,8 @@ def test_the_lead_checkpoints_the_whole_run_in_the_unsharded_format_and_any_shar
     gen = torch.Generator().manual_seed(2)
     for _ in range(5):
         grads = torch.randn(single.num_params, generator=gen)
-        single.push(PushRequest(1, single.version, grads.clone(), 10))
-        store.push(PushRequest(1, sharded[0].version, grads.clone(), 10, shard_versions=[s.version for s in sharded]))
+        single.push(GradientPush(1, single.version, grads.clone(), 10))
+        store.push(GradientPush(1, sharded[0].version, grads.clone(), 10, shard_versions=[s.version for s in sharded]))
     expected = single.state_dict()
     got = sharded[0].state_dict([s.shard_state() for s in sharded[1:]])
     assert got["model"].keys() == expected["model"].keys()
@@ -121,9 +123,9 @@ def test_the_lead_checkpoints_the_whole_run_in_the_unsharded_format_and_any_shar
     store2 = ShardedParameterStore(resumed_sharded)
     for _ in range(3):
         grads = torch.randn(single.num_params, generator=gen)
-        single.push(PushRequest(1, single.version, grads.clone(), 10))
-        resumed_single.push(PushRequest(1, resumed_single.version, grads.clone(), 10))
-        reply = store2.push(PushRequest(1, resumed_sharded[0].version, grads.clone(), 10))
+        single.push(GradientPush(1, single.version, grads.clone(), 10))
+        resumed_single.push(GradientPush(1, resumed_single.version, grads.clone(), 10))
+        reply = store2.push(GradientPush(1, resumed_sharded[0].version, grads.clone(), 10))
     _same(resumed_single.flat.weights, single.flat.weights)
     _same(store2.pull().weights, single.flat.weights)
     assert reply.version == single.version == 8
@@ -133,18 +135,18 @@ def test_a_shard_takes_only_gradients_of_its_slice_and_never_stops_on_its_own():
     train = TrainConfig(total_env_steps=10, target_return=None, max_minutes=None)
     lead, other = _servers(2, OPTIMS["adam"], train)
     assert (lead.shard_numel, other.shard_numel) == (33, 34)
-    reply = other.push(PushRequest(1, 0, torch.zeros(67), env_steps=100))
+    reply = other.push(GradientPush(1, 0, torch.zeros(67), env_steps=100))
     assert reply.status == "rejected" and other.rejected == 1
-    other.push(PushRequest(1, 0, torch.zeros(34), env_steps=100))
+    other.push(GradientPush(1, 0, torch.zeros(34), env_steps=100))
     assert other.poll_stop() is None  # the lead counts env steps and decides
-    assert lead.push(PushRequest(1, 0, torch.zeros(33), env_steps=100)).stop
+    assert lead.push(GradientPush(1, 0, torch.zeros(33), env_steps=100)).stop
     other.request_stop("stopped by the lead shard")
-    assert other.push(PushRequest(1, 1, torch.ones(34), env_steps=0)).status == "stopped"
+    assert other.push(GradientPush(1, 1, torch.ones(34), env_steps=0)).status == "stopped"
 
 
 def test_optimizer_states_merge_and_slice_back():
     lead, other = _servers(2, OPTIMS["adam"])
-    lead.push(PushRequest(1, 0, torch.ones(33), 10))  # only the lead has stepped: the other contributes zeros
+    lead.push(GradientPush(1, 0, torch.ones(33), 10))  # only the lead has stepped: the other contributes zeros
     merged = merge_optimizer_states([lead.optimizer.state_dict(), other.optimizer.state_dict()], [33, 34])
     state = merged["state"][0]
     assert state["exp_avg"].shape == (67,) and bool((state["exp_avg"][:33] > 0).all())
@@ -162,7 +164,7 @@ def test_a_worker_trains_against_sharded_servers_and_holds_their_assembled_weigh
         server=ServerConfig(shards=2),
         train=NO_STOP,
     )
-    from distributed_a3c.worker import build_model
+    from distributed_a3c.models import build_model
 
     servers = []
     for k in range(2):
@@ -176,7 +178,7 @@ def test_a_worker_trains_against_sharded_servers_and_holds_their_assembled_weigh
         assert reply.status == "applied"
     assert [s.version for s in servers] == [4, 4] and worker.shard_versions == [4, 4]
     assert torch.equal(worker.flat.weights, _assembled(servers))
-    assert servers[0].env_steps == 80 and servers[1].env_steps == 0
+    assert servers[0].stats.env_steps == 80 and servers[1].stats is None
 
 
 def _cartpole_spaces():

@@ -7,12 +7,13 @@ import torch
 
 from distributed_a3c.config import Config, validate
 from distributed_a3c.envs import make_vector_env
-from distributed_a3c.messages import PushRequest
+from distributed_a3c.messages import GradientPush
+from distributed_a3c.models import build_model
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.worker import Worker, build_model
+from distributed_a3c.worker import Worker
 
 
-def _pair(wire_dtype: str) -> tuple[ParameterServer, Worker, list[PushRequest]]:
+def _pair(wire_dtype: str) -> tuple[ParameterServer, Worker, list[GradientPush]]:
     cfg = Config()
     cfg.server.wire_dtype = wire_dtype
     cfg.worker.envs_per_worker = 4
@@ -21,10 +22,10 @@ def _pair(wire_dtype: str) -> tuple[ParameterServer, Worker, list[PushRequest]]:
     server = ParameterServer(
         build_model(cfg, probe.single_observation_space, probe.single_action_space), cfg.optim, cfg.server, cfg.train
     )
-    sent: list[PushRequest] = []
+    sent: list[GradientPush] = []
     push = server.push
 
-    def recording_push(request: PushRequest):
+    def recording_push(request: GradientPush):
         sent.append(request)
         return push(request)
 

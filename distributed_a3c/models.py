@@ -1,4 +1,5 @@
-"""Actor-critic networks. Architecture only: no optimizer, no devices, no parallelism."""
+"""Actor-critic networks for gymnasium spaces, and `build_model` from the config. Architecture only: no
+optimizer, no devices, no parallelism. Each satisfies `rl.a2c.ActorCritic`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from distributed_a3c.config import Config
+from distributed_a3c.envs import make_env_fn
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _ACTIVATION_FNS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -71,6 +75,8 @@ class MLPActorCritic(nn.Module):
     forward(obs[N, obs_dim]) -> (distribution inputs [N, A], values [N]). A Gaussian policy has a
     state-independent log-std, as in the A3C/PPO continuous-control setups.
     """
+
+    is_recurrent = False
 
     def __init__(
         self,
@@ -147,6 +153,8 @@ class CNNActorCritic(nn.Module):
     the fully connected layers after the convolutions (Nature: [512]); `conv` names the conv layers
     (CONV_TORSOS).
     """
+
+    is_recurrent = False
 
     def __init__(
         self,
@@ -293,3 +301,39 @@ def action_to_env(action: torch.Tensor, action_space: gym.Space) -> np.ndarray:
     if isinstance(action_space, gym.spaces.Box):
         return np.clip(a, action_space.low, action_space.high)
     return a
+
+
+def build_model(cfg: Config, obs_space: gym.Space, action_space: gym.Space) -> nn.Module:
+    """The actor-critic `cfg.model` describes, for these spaces."""
+    m = cfg.model
+    extra = {"lstm_size": m.lstm_size} if m.name == "lstm" else {"conv": m.conv} if m.name == "cnn" else {}
+    return build_policy(
+        m.name,
+        obs_space,
+        action_space,
+        hidden_sizes=list(m.hidden_sizes),
+        activation=m.activation,
+        shared_torso=m.shared_torso,
+        **extra,
+    )
+
+
+def spaces_error(cfg: Config) -> str | None:
+    """Why `cfg.model` has no policy for the spaces of `cfg.env` (one line), or None; builds one env."""
+    env = make_env_fn(cfg.env)()
+    try:
+        build_model(cfg, env.observation_space, env.action_space)
+    except UnsupportedSpaceError as e:
+        return f"env.id={cfg.env.id!r} is unsupported: {e}"
+    finally:
+        env.close()
+    return None
+
+
+def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of one env of `cfg.env` (as a worker's envs have them)."""
+    env = make_env_fn(cfg.env)()
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()

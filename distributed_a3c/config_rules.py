@@ -1,0 +1,207 @@
+"""The rules between configuration values, read group by group; every broken rule is one line.
+
+`config.validate` raises them all at once; env_checks.py adds the rules that need gymnasium.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed_a3c.config import Config, EnvConfig
+
+MODELS = ("mlp", "cnn", "lstm")
+CONVS = ("nature", "a3c")
+OPTIMIZERS = ("adam", "rmsprop")
+VECTORIZATIONS = ("sync", "async", "vector", "auto")
+ENV_BACKENDS = ("gymnasium", "ale_vector", "envpool")
+ACTIVATIONS = ("tanh", "relu")
+WANDB_MODES = ("offline", "online", "disabled")
+SERVER_DEVICES = ("cpu", "cuda", "auto")
+WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+RPC_TRANSPORTS = ("shm", "uv", "ibv")
+
+
+def _check(errors: list[str], ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        errors.append(f"{key}={value!r} is invalid: must be {allowed}")
+
+
+def _choice(errors: list[str], key: str, value: str, allowed: tuple[str, ...]) -> None:
+    _check(errors, value in allowed, key, value, "one of " + ", ".join(allowed))
+
+
+def config_errors(cfg: Config) -> list[str]:
+    """Every broken rule in `cfg`, one line each, read group by group (empty when the config is valid).
+
+    Whether the env exists and its optional packages are installed is env_checks.py's to say (it
+    imports gymnasium): `env_checks.all_errors` reports both at once.
+    """
+    e: list[str] = []
+    for group_errors in (_env_errors, _model_errors, _optim_errors, _algo_errors, _worker_errors):
+        group_errors(e, cfg)
+    for group_errors in (_server_errors, _rpc_errors, _train_errors, _top_level_errors):
+        group_errors(e, cfg)
+    return e
+
+
+def _env_errors(e: list[str], cfg: Config) -> None:
+    env = cfg.env
+    _choice(e, "env.vectorization", env.vectorization, VECTORIZATIONS)
+    _check(
+        e,
+        env.max_episode_steps is None or env.max_episode_steps >= 1,
+        "env.max_episode_steps",
+        env.max_episode_steps,
+        "null or >= 1",
+    )
+    _atari_errors(e, env)
+
+
+def _model_errors(e: list[str], cfg: Config) -> None:
+    m = cfg.model
+    _choice(e, "model.name", m.name, MODELS)
+    _choice(e, "model.conv", m.conv, CONVS)
+    _check(
+        e,
+        m.name != "cnn" or m.shared_torso,
+        "model.shared_torso",
+        m.shared_torso,
+        "true for model=cnn (one conv torso feeds both heads)",
+    )
+    _check(
+        e,
+        m.name == "cnn" or not cfg.env.id.startswith("ALE/"),
+        "model.name",
+        m.name,
+        "cnn for ALE/... ids (image observations): add model=cnn",
+    )
+    _choice(e, "model.activation", m.activation, ACTIVATIONS)
+    _check(
+        e,
+        len(m.hidden_sizes) >= 1 and all(h >= 1 for h in m.hidden_sizes),
+        "model.hidden_sizes",
+        list(m.hidden_sizes),
+        "a non-empty list of sizes >= 1",
+    )
+    _check(e, m.lstm_size >= 1, "model.lstm_size", m.lstm_size, ">= 1")
+    _check(
+        e,
+        m.name != "lstm" or m.shared_torso,
+        "model.shared_torso",
+        m.shared_torso,
+        "true for model=lstm (one recurrent torso feeds both heads)",
+    )
+
+
+def _optim_errors(e: list[str], cfg: Config) -> None:
+    o = cfg.optim
+    _choice(e, "optim.name", o.name, OPTIMIZERS)
+    _check(e, o.lr > 0, "optim.lr", o.lr, "> 0")
+    _check(e, o.eps > 0, "optim.eps", o.eps, "> 0")
+    _check(e, 0 <= o.alpha < 1, "optim.alpha", o.alpha, "in [0, 1)")
+    _check(e, 0 <= o.beta1 < 1, "optim.beta1", o.beta1, "in [0, 1)")
+    _check(e, 0 <= o.beta2 < 1, "optim.beta2", o.beta2, "in [0, 1)")
+
+
+def _algo_errors(e: list[str], cfg: Config) -> None:
+    a = cfg.algo
+    _check(e, 0 < a.gamma <= 1, "algo.gamma", a.gamma, "in (0, 1]")
+    _check(e, 0 <= a.gae_lambda <= 1, "algo.gae_lambda", a.gae_lambda, "in [0, 1]")
+    _check(e, a.value_coef >= 0, "algo.value_coef", a.value_coef, ">= 0")
+    _check(e, a.entropy_coef >= 0, "algo.entropy_coef", a.entropy_coef, ">= 0")
+    _check(e, a.max_grad_norm >= 0, "algo.max_grad_norm", a.max_grad_norm, ">= 0 (0 disables)")
+
+
+def _worker_errors(e: list[str], cfg: Config) -> None:
+    w = cfg.worker
+    _check(e, w.envs_per_worker >= 1, "worker.envs_per_worker", w.envs_per_worker, ">= 1")
+    _check(e, w.rollout_len >= 1, "worker.rollout_len", w.rollout_len, ">= 1")
+    _check(e, w.torch_threads >= 1, "worker.torch_threads", w.torch_threads, ">= 1")
+
+
+def _server_errors(e: list[str], cfg: Config) -> None:
+    s = cfg.server
+    _check(e, s.accumulate >= 1, "server.accumulate", s.accumulate, ">= 1")
+    _check(
+        e,
+        not (s.fold and s.accumulate > 1),
+        "server.fold",
+        s.fold,
+        "false when server.accumulate > 1 (both sum pushes into one step; pick one)",
+    )
+    _check(e, s.max_staleness >= 0, "server.max_staleness", s.max_staleness, ">= 0")
+    _check(e, s.shards >= 1, "server.shards", s.shards, ">= 1")
+    _choice(e, "server.device", s.device, SERVER_DEVICES)
+    _choice(e, "server.wire_dtype", s.wire_dtype, WIRE_DTYPE_NAMES)
+
+
+def _rpc_errors(e: list[str], cfg: Config) -> None:
+    r = cfg.rpc
+    _check(e, r.port is None or 1 <= r.port <= 65535, "rpc.port", r.port, "null or a TCP port in 1..65535")
+    _check(e, r.timeout_s > 0, "rpc.timeout_s", r.timeout_s, "> 0")
+    _check(e, r.num_threads >= 1, "rpc.num_threads", r.num_threads, ">= 1")
+    transports = list(r.transports)
+    ok = "uv" in transports and len(set(transports)) == len(transports) and set(transports) <= set(RPC_TRANSPORTS)
+    allowed = ", ".join(RPC_TRANSPORTS)
+    _check(
+        e,
+        ok,
+        "rpc.transports",
+        transports,
+        f"distinct names from {allowed}, best first, including uv (TCP: the one every pair of ranks can use)",
+    )
+
+
+def _train_errors(e: list[str], cfg: Config) -> None:
+    t = cfg.train
+    _check(e, t.total_env_steps >= 1, "train.total_env_steps", t.total_env_steps, ">= 1")
+    _check(e, t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", t.max_minutes, "null or > 0")
+    _check(e, t.log_interval_s > 0, "train.log_interval_s", t.log_interval_s, "> 0")
+    _check(e, t.checkpoint_interval_s > 0, "train.checkpoint_interval_s", t.checkpoint_interval_s, "> 0")
+    _check(e, t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
+    _check(e, t.max_restarts >= 0, "train.max_restarts", t.max_restarts, ">= 0")
+
+
+def _top_level_errors(e: list[str], cfg: Config) -> None:
+    _choice(e, "logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
+    _check(e, cfg.workers >= 1, "workers", cfg.workers, ">= 1")
+    _check(e, cfg.seed >= 0, "seed", cfg.seed, ">= 0")
+
+
+def _atari_errors(e: list[str], env: EnvConfig) -> None:
+    _choice(e, "env.backend", env.backend, ENV_BACKENDS)
+    _check(
+        e,
+        env.backend not in ENV_BACKENDS or env.backend == "gymnasium" or env.id.startswith("ALE/"),
+        "env.backend",
+        env.backend,
+        f"gymnasium for env.id={env.id!r} (ale_vector and envpool run ALE/... ids only)",
+    )
+    a = env.atari
+    _check(e, a.noop_max >= 0, "env.atari.noop_max", a.noop_max, ">= 0 (0 disables)")
+    _check(e, a.frame_skip >= 1, "env.atari.frame_skip", a.frame_skip, ">= 1")
+    _check(e, a.screen_size >= 36, "env.atari.screen_size", a.screen_size, ">= 36 (the CNN's smallest input)")
+    _check(e, a.frame_stack >= 1, "env.atari.frame_stack", a.frame_stack, ">= 1")
+    _check(
+        e,
+        0 <= a.repeat_action_probability <= 1,
+        "env.atari.repeat_action_probability",
+        a.repeat_action_probability,
+        "in [0, 1]",
+    )
+    _check(e, a.num_threads >= 0, "env.atari.num_threads", a.num_threads, ">= 0 (0 lets the backend choose)")
+    _check(
+        e,
+        not (env.normalize_obs and env.id.startswith("ALE/")),
+        "env.normalize_obs",
+        env.normalize_obs,
+        "false for ALE/... ids (uint8 frames; model=cnn scales them by 1/255)",
+    )
+    _check(
+        e,
+        not (env.vectorization == "vector" and env.id.startswith("ALE/")),
+        "env.vectorization",
+        env.vectorization,
+        "sync or async for ALE/... ids: env.backend=ale_vector is ale_py's batched env, with env.atari applied",
+    )

@@ -1,0 +1,173 @@
+"""The run's statistics under the README's metric names, and the policy that says when training stops.
+
+Both belong to the lead parameter server (shard 0), which feeds them every valid push; the other shards
+only apply gradients. Thread-safe: pushes arrive on several RPC threads while the run loop reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+from distributed_a3c.config import TrainConfig
+from distributed_a3c.messages import GradientPush
+
+RETURN_WINDOW = 100
+
+
+class RunStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.start_time = time.monotonic()
+        self.env_steps = 0
+        self.episodes = 0
+        self.returns: deque[float] = deque(maxlen=RETURN_WINDOW)
+        self.lengths: deque[int] = deque(maxlen=RETURN_WINDOW)
+        self.pushes_by_rank: Counter[int] = Counter()
+        self.last_stats: dict[int, dict[str, float]] = {}
+        """The stats of each rank's latest push (e.g. its peak RSS so far)."""
+        self.staleness_counts: Counter[int] = Counter()
+        """How many valid pushes arrived at each staleness, over the whole run (exact, one entry per value)."""
+        self._interval = _IntervalStats()
+
+    def record_push(self, req: GradientPush) -> None:
+        """A valid push: its env steps, finished episodes and worker statistics count."""
+        with self._lock:
+            self.env_steps += req.env_steps
+            self.episodes += len(req.episode_returns)
+            self.returns.extend(req.episode_returns)
+            self.lengths.extend(req.episode_lengths)
+            self.pushes_by_rank[req.rank] += 1
+            self.last_stats[req.rank] = req.stats
+            self._interval.add(req.stats)
+
+    def record_staleness(self, staleness: int, dropped: bool) -> None:
+        with self._lock:
+            self._interval.staleness.append(staleness)
+            self.staleness_counts[staleness] += 1
+            self._interval.dropped += int(dropped)
+
+    def record_rejected(self) -> None:
+        with self._lock:
+            self._interval.rejected += 1
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.start_time
+
+    def mean_return(self) -> float:
+        """Mean of the last 100 episode returns; -inf until 100 episodes have finished."""
+        with self._lock:
+            if len(self.returns) < RETURN_WINDOW:
+                return float("-inf")
+            return sum(self.returns) / len(self.returns)
+
+    def staleness_summary(self) -> dict[str, float]:
+        """Mean, p50, p99 and max staleness of every valid push so far (exact, from the counts)."""
+        with self._lock:
+            counts = sorted(self.staleness_counts.items())
+        total = sum(n for _, n in counts)
+        if not total:
+            return {}
+        out = {"mean": sum(s * n for s, n in counts) / total, "max": counts[-1][0], "pushes": total}
+        for name, q in (("p50", 0.50), ("p99", 0.99)):
+            seen = 0
+            for s, n in counts:  # nearest-rank quantile: the smallest value with >= q of the pushes at or below it
+                seen += n
+                if seen >= q * total:
+                    out[name] = s
+                    break
+        return out
+
+    def snapshot(self, server_counters: dict[str, float]) -> dict[str, float]:
+        """Metrics since the previous snapshot; `server_counters` are the lead's (ParameterServer.counters)."""
+        with self._lock:
+            now = time.monotonic()
+            row = self._interval.drain(now, self.env_steps)
+            rets, lens = list(self.returns), list(self.lengths)
+            elapsed = max(now - self.start_time, 1e-9)
+            row.update(
+                {
+                    "global_step": self.env_steps,
+                    "charts/episodes": self.episodes,
+                    "server/version": server_counters["version"],
+                    "server/pushes": sum(self.pushes_by_rank.values()),
+                    "server/dropped_pushes": server_counters["dropped"],
+                    "server/rejected_pushes": server_counters["rejected"],
+                    "server/busy_fraction": server_counters["busy_s"] / elapsed,
+                    "time/wall_s": now - self.start_time,
+                }
+            )
+        if rets:
+            row["charts/mean_return_100"] = sum(rets) / len(rets)
+            row["charts/min_return_100"] = min(rets)
+            row["charts/max_return_100"] = max(rets)
+        if lens:
+            row["charts/mean_length_100"] = sum(lens) / len(lens)
+        return row
+
+    def state_dict(self) -> dict:
+        with self._lock:
+            return {"env_steps": self.env_steps, "episodes": self.episodes, "returns": list(self.returns)}
+
+    def load_state_dict(self, state: dict) -> None:
+        with self._lock:
+            self.env_steps = int(state["env_steps"])
+            self.episodes = int(state["episodes"])
+            self.returns.clear()
+            self.returns.extend(state["returns"])
+
+
+class StopPolicy:
+    """When training is over: `train.total_env_steps`, `train.target_return` (mean of the last 100
+    episodes), `train.max_minutes`; None while it goes on."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def reason(self, stats: RunStats) -> str | None:
+        c = self.cfg
+        if stats.env_steps >= c.total_env_steps:
+            return "total_env_steps"
+        if c.target_return is not None and stats.mean_return() >= c.target_return:
+            return "target_return"
+        if c.max_minutes is not None and stats.elapsed_s() >= 60 * c.max_minutes:
+            return "max_minutes"
+        return None
+
+
+class _IntervalStats:
+    """Sums over the pushes of one log interval."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.steps0 = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Counter[str] = Counter()
+        self.count = 0
+        self.staleness: list[int] = []
+        self.dropped = 0
+        self.rejected = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        self.count += 1
+        for k, v in stats.items():
+            self.sums[k] += float(v)
+
+    def drain(self, now: float, env_steps: int) -> dict[str, float]:
+        dt = max(now - self.t0, 1e-9)
+        row: dict[str, float] = {
+            "charts/SPS": (env_steps - self.steps0) / dt,
+            "server/pushes_per_s": self.count / dt,
+            "server/dropped_in_interval": self.dropped,
+        }
+        if self.count:
+            row.update({k: v / self.count for k, v in self.sums.items()})
+        if self.staleness:
+            row["server/staleness_mean"] = sum(self.staleness) / len(self.staleness)
+            row["server/staleness_max"] = max(self.staleness)
+        self.t0, self.steps0 = now, env_steps
+        self.reset()
+        return row

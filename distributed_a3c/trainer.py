@@ -1,0 +1,253 @@
+"""The run lifecycle, one module, whatever carries the pushes: build and resume the server, open the metric
+sinks, log and checkpoint on schedule until the stop, then the final checkpoint, summary and meta.json.
+
+`Trainer` is driven by a loop of its caller's: `distributed/roles.py` sleeps between ticks while pushes
+arrive over RPC; `run_serial` steps N in-process workers between ticks (tests, debugging, benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distributed_a3c.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_run_checkpoint,
+    mismatch,
+    save_checkpoint,
+)
+from distributed_a3c.config import Config, ConfigError
+from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
+from distributed_a3c.models import build_model, env_spaces
+from distributed_a3c.roster import WorkerRoster
+from distributed_a3c.server import ParameterServer
+from distributed_a3c.worker import Worker, peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def server_device(cfg: Config) -> torch.device:
+    if cfg.server.device == "cuda" or (cfg.server.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % max(torch.cuda.device_count(), 1))
+    return torch.device("cpu")
+
+
+def build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -> ParameterServer:
+    """Parameter-server shard `shard` of a job of `world_size` ranks, continued from `state` if given."""
+    torch.set_num_threads(1)
+    obs_space, action_space = env_spaces(cfg)
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone: every shard starts alike
+    model = build_model(cfg, obs_space, action_space)
+    workers = range(cfg.server.shards, world_size)
+    per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+    server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, server_device(cfg), shard, workers, per_push)
+    if state is not None:
+        server.load_state_dict(state)
+    return server
+
+
+def resume_source(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> tuple[Path | None, dict | None]:
+    """The checkpoint this run continues from: the run directory's latest readable one (a restart), else
+    `train.resume`, else none. Bad or foreign checkpoints are a ConfigError in one line."""
+    try:
+        found = latest_checkpoint(run_dir, cfg.train.keep_checkpoints) if cfg.train.auto_resume else None
+        if found is None and cfg.train.resume:
+            found = Path(cfg.train.resume), load_run_checkpoint(cfg.train.resume)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise ConfigError(f"train.resume: {e}") from None
+    if found is None:
+        return None, None
+    path, state = found
+    why = mismatch(state, cfg.env.id, config_dict["model"])
+    if why:
+        raise ConfigError(f"checkpoint {str(path)!r} cannot continue this run: {why}")
+    return path, state
+
+
+class Trainer:
+    """The lead's side of a run. `other_shards(stop)` fetches the other server shards' states (none
+    unsharded); `roster` knows which workers live."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        config_dict: dict[str, Any],
+        server: ParameterServer,
+        roster: WorkerRoster,
+        resumed_from: Path | None = None,
+        other_shards: Callable[[bool], list[dict]] = lambda stop: [],
+    ) -> None:
+        self.cfg, self.run_dir, self.config_dict = cfg, run_dir, config_dict
+        self.server, self.roster, self.other_shards = server, roster, other_shards
+        self.meta = _meta(resumed_from)
+        _write_json(run_dir / "meta.json", self.meta)
+        self.sinks: list = [JsonlSink(run_dir / "metrics.jsonl")]
+        self.wandb_sink = None
+        if cfg.logger.wandb.mode != "disabled":
+            id_file = (resumed_from.parent if resumed_from else run_dir) / "wandb_run_id.txt"
+            wandb_id = id_file.read_text().strip() if id_file.is_file() else None
+            self.wandb_sink = WandbSink(cfg.logger, run_dir, cfg.name, config_dict, resume_id=wandb_id)
+            self.sinks.append(self.wandb_sink)
+        if cfg.logger.progress:
+            self.sinks.append(ProgressSink(cfg.train.total_env_steps))
+        self.hub = MetricsHub(self.sinks)
+        now = time.monotonic()
+        self._next_log = now + cfg.train.log_interval_s
+        self._next_checkpoint = now + cfg.train.checkpoint_interval_s
+
+    def tick(self) -> str | None:
+        """Log and checkpoint when due; the stop reason once training is over, else None."""
+        now = time.monotonic()
+        if now >= self._next_log:
+            self.hub.log(self.row())
+            self._next_log = now + self.cfg.train.log_interval_s
+        if now >= self._next_checkpoint:
+            self.save(self.other_shards(False))
+            self._next_checkpoint = now + self.cfg.train.checkpoint_interval_s
+        return self.server.poll_stop()
+
+    def row(self) -> dict[str, float]:
+        return {**self.server.snapshot(), "server/workers_alive": self.roster.alive}
+
+    def save(self, other_shards: list[dict]) -> None:
+        state = self.server.state_dict(other_shards)
+        state["config"] = self.config_dict
+        save_checkpoint(self.run_dir / CHECKPOINT, state, keep=self.cfg.train.keep_checkpoints)
+
+    def finish(self, world_size: int, hosts: dict[int, str] | None = None) -> dict[str, Any]:
+        """After the stop: final checkpoint (when every shard answers), last row, summary, meta.json."""
+        try:
+            final_shards = self.other_shards(True)
+        except Exception as e:  # a shard rank is gone: keep the last complete checkpoint
+            log.error("could not reach every parameter-server shard (%s); checkpoint not updated", e)
+            final_shards = None
+        if final_shards is not None:
+            self.save(final_shards)
+        self.hub.log(self.row())
+        for sink in self.sinks:
+            if sink is not self.wandb_sink:
+                sink.close()
+        summary = _summary(self.server, world_size, final_shards, self.roster)
+        _write_json(self.run_dir / "summary.json", summary)
+        self.meta.update(end_time=_now(), exit_reason=summary["exit_reason"], hosts=hosts or self.meta["hosts"])
+        _write_json(self.run_dir / "meta.json", self.meta)
+        return summary
+
+    def close_wandb(self) -> str | None:
+        """Finish the W&B run (slow: after the workers have gone); the offline run's directory, if any."""
+        return self.wandb_sink.close() if self.wandb_sink else None
+
+
+def run_serial(cfg: Config, run_dir: Path, config_dict: dict[str, Any], workers: int = 1) -> dict[str, Any]:
+    """Server and `workers` workers in this process, no RPC: each worker in turn collects a rollout and
+    pushes its gradient; the same Trainer logs, checkpoints and stops. Returns the summary."""
+    resumed_from, state = resume_source(cfg, run_dir, config_dict)
+    world_size = 1 + workers
+    server = build_server(cfg, 0, world_size, state)
+    torch.set_num_threads(cfg.worker.torch_threads)
+    roster = WorkerRoster(range(1, world_size))
+    trainer = Trainer(cfg, run_dir, config_dict, server, roster, resumed_from)
+    crew = [Worker(cfg, rank, server) for rank in range(1, world_size)]
+    try:
+        replies = [w.begin() for w in crew]
+        while trainer.tick() is None and not all(r.stop for r in replies):
+            replies = [w.step() for w in crew]
+    finally:
+        for w in crew:
+            w.envs.close()
+        server.request_stop("error")  # no-op after a normal stop
+        summary = trainer.finish(world_size)
+        trainer.close_wandb()
+    return summary
+
+
+def _summary(
+    server: ParameterServer, world_size: int, other_shards: list[dict] | None, roster: WorkerRoster
+) -> dict[str, Any]:
+    stats = server.stats
+    rets = list(stats.returns)
+    shards = len(server.bounds)
+    wall = max(stats.elapsed_s(), 1e-9)
+    rss = {r: s.get("worker/max_rss_mb") for r, s in sorted(stats.last_stats.items())}
+    worker_rss = {str(r): round(v, 1) for r, v in rss.items() if v is not None}
+    counters = server.counters()
+    return {
+        "exit_reason": server.stop_reason,
+        "env_steps": stats.env_steps,
+        "episodes": stats.episodes,
+        "mean_return_100": round(sum(rets) / len(rets), 2) if rets else None,
+        "wall_time_s": round(stats.elapsed_s(), 3),
+        "weight_version": counters["version"],
+        "pushes_per_rank": {str(r): stats.pushes_by_rank.get(r, 0) for r in range(shards, world_size)},
+        "lost_workers": {str(r): why for r, why in sorted(roster.lost.items())},
+        "dropped_pushes": counters["dropped"],
+        "rejected_pushes": counters["rejected"],
+        "staleness": stats.staleness_summary(),
+        "server_busy_fraction": round(counters["busy_s"] / wall, 4),
+        "shards": [
+            {"shard": k, "version": s["version"], "pushes": s["pushes"], "busy_fraction": round(s["busy_s"] / wall, 4)}
+            for k, s in enumerate([server.shard_stats(), *(other_shards or [])])
+        ],
+        "peak_rss_mb_by_rank": {"0": round(peak_rss_mb(), 1), **worker_rss},
+    }
+
+
+def _meta(resumed_from: Path | None) -> dict[str, Any]:
+    """What ran, where and when: versions, git commit, hosts, command line."""
+    import importlib.metadata
+
+    import gymnasium
+
+    return {
+        "package_version": importlib.metadata.version("distributed_a3c"),
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "python": platform.python_version(),
+        "hosts": {"0": socket.gethostname()},
+        "command": sys.argv,
+        "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "start_time": _now(),
+        "end_time": None,
+        "exit_reason": None,
+    }
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout the package runs from, when it runs from one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

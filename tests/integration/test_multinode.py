@@ -132,6 +132,18 @@ def _agents_on_loopback(
     return start
 
 
+def _two_training_nodes(tmp_path: Path, jobs: Jobs, venv_bin: Path, metrics_of, run_dir: Path, steps: int):
+    """Two agents (--nnodes=2, no restarts) on loopback, once they train together: (head, other)."""
+    start = _agents_on_loopback(
+        tmp_path, jobs, venv_bin, "2", [], [f"train.total_env_steps={steps}", f"hydra.run.dir={run_dir}"]
+    )
+    head = start("head", is_host=True)
+    time.sleep(1.0)  # the head joins first: with equal addresses the lower pid gets rank 0
+    other = start("other", is_host=False)
+    _wait(lambda: any(r["global_step"] > 50000 for r in metrics_of(run_dir)), 120, "no training", (head, other))
+    return head, other
+
+
 def _free_port() -> int:
     import socket
 
@@ -175,13 +187,7 @@ def test_a_dead_node_is_reported_and_the_job_finishes_with_the_workers_it_has(
     tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of
 ) -> None:
     run_dir = tmp_path / "run"
-    start = _agents_on_loopback(
-        tmp_path, jobs, venv_bin, "2", [], ["train.total_env_steps=600000", f"hydra.run.dir={run_dir}"]
-    )
-    head = start("head", is_host=True)
-    time.sleep(1.0)  # the head joins first: with equal addresses the lower pid gets rank 0
-    other = start("other", is_host=False)
-    _wait(lambda: any(r["global_step"] > 50000 for r in metrics_of(run_dir)), 120, "no training", (head, other))
+    head, other = _two_training_nodes(tmp_path, jobs, venv_bin, metrics_of, run_dir, steps=600000)
     assert sorted(ranks_of(head.popen.pid)) == [0, 1], "rank 0 is not on the head node"
     dead = _kill_node(other, ranks_of)
 
@@ -262,13 +268,7 @@ def test_a_dead_parameter_server_ends_every_rank_on_every_node_with_a_line_namin
     tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of
 ) -> None:
     run_dir = tmp_path / "run"
-    start = _agents_on_loopback(
-        tmp_path, jobs, venv_bin, "2", [], ["train.total_env_steps=100000000", f"hydra.run.dir={run_dir}"]
-    )
-    head = start("head", is_host=True)
-    time.sleep(1.0)
-    other = start("other", is_host=False)
-    _wait(lambda: any(r["global_step"] > 20000 for r in metrics_of(run_dir)), 120, "no training", (head, other))
+    head, other = _two_training_nodes(tmp_path, jobs, venv_bin, metrics_of, run_dir, steps=100000000)
     other_ranks = list(ranks_of(other.popen.pid).values())
     os.kill(ranks_of(head.popen.pid)[0], signal.SIGKILL)
     t0 = time.monotonic()

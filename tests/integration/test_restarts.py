@@ -65,16 +65,21 @@ def assert_finished_after_resuming(done: Finished, run_dir: Path, metrics_of: Ca
 
 @pytest.mark.timeout(240)
 def test_torchrun_restarts_a_killed_worker_and_resumes(
-    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of, make_env
 ) -> None:
     run_dir = tmp_path / "run"
     cmd = [venv_bin / "torchrun", "--standalone", "--nproc-per-node=3", "--max-restarts=2"]
-    cmd += ["-m", "distributed_a3c.train", *BUDGET, f"hydra.run.dir={run_dir}"]
-    job = jobs.start(cmd, cwd=tmp_path, name="torchrun")
+    cmd += ["-m", "distributed_a3c.train", *BUDGET, "logger.wandb.mode=offline", f"hydra.run.dir={run_dir}"]
+    wandb_home = {f"WANDB_{kind}_DIR": str(tmp_path / "wandb_home" / kind) for kind in ("CONFIG", "CACHE", "DATA")}
+    job = jobs.start(cmd, cwd=tmp_path, env=make_env(**wandb_home), name="torchrun")
     pids = wait_for_training(job, run_dir, ranks_of, metrics_of, ranks=3)
     os.kill(pids[2], signal.SIGKILL)
 
     assert_finished_after_resuming(job.wait(timeout=200), run_dir, metrics_of)
+    # Both attempts logged to one W&B run: the restart resumed the first attempt's run id.
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline_runs), offline_runs
 
 
 @pytest.mark.timeout(240)

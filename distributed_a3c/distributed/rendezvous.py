@@ -19,6 +19,7 @@ from torch.distributed.rendezvous import register_rendezvous_handler
 SCHEME = "a3c"
 _attempt_store: dist.Store | None = None
 _stores: dict[str, dist.Store] = {}
+_hosts: dict[int, str] = {}
 
 
 def restart_count() -> int:
@@ -67,8 +68,22 @@ def attempt_store(rank: int, world_size: int, timeout_s: float = 60.0, init_meth
     return _attempt_store
 
 
+def learn_hosts(world_size: int) -> None:
+    """Read every rank's host name once, after init_rpc (by then each has written it): a message about a
+    lost rank must not depend on the store, which may have died with rank 0."""
+    if _attempt_store is None:
+        return
+    try:
+        names = _attempt_store.multi_get([f"host/{r}" for r in range(world_size)])
+    except Exception:  # only names for messages: without them a message says '?'
+        return
+    _hosts.update({r: name.decode() for r, name in enumerate(names)})
+
+
 def host_of(rank: int) -> str:
     """The host name rank `rank` reported when it joined this attempt ('?' if unknown)."""
+    if rank in _hosts:
+        return _hosts[rank]
     if _attempt_store is None:
         return "?"
     try:

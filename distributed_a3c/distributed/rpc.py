@@ -234,6 +234,7 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
     warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
     name = rank_name(rank, shards)
     rpc.init_rpc(name, rank=rank, world_size=world_size, rpc_backend_options=options)
+    rendezvous.learn_hosts(world_size)
     _quiet_transport_warnings()
     log.debug("rank %d joined RPC as %s (interface %s)", rank, name, ifname)
 

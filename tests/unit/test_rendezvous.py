@@ -31,6 +31,7 @@ def _new_process(monkeypatch) -> None:
     """What a restarted rank starts with: no store of this module's yet."""
     monkeypatch.setattr(rendezvous, "_attempt_store", None)
     monkeypatch.setattr(rendezvous, "_stores", {})
+    monkeypatch.setattr(rendezvous, "_hosts", {})
 
 
 def _attempt_keys(monkeypatch, restart: int, world_size: int = 2) -> tuple[str, str]:
@@ -66,11 +67,15 @@ def test_a_membership_change_back_to_the_same_world_size_gets_fresh_keys(agent_s
     assert not again.check(["x"])
 
 
-def test_each_rank_reports_its_host(agent_store, monkeypatch):
+def test_each_rank_reports_its_host_and_the_names_outlive_the_store(agent_store, monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
-    rendezvous.attempt_store(0, 2, 10.0)
+    store = rendezvous.attempt_store(0, 2, 10.0)
     assert rendezvous.host_of(0) == socket.gethostname()
     assert rendezvous.host_of(1) == "?"  # not joined yet
+    store.set("host/1", "node7")  # rank 1 joins
+    rendezvous.learn_hosts(2)
+    monkeypatch.setattr(rendezvous, "_attempt_store", None)  # the store died with rank 0
+    assert rendezvous.host_of(1) == "node7"
 
 
 def test_restarts_find_the_run_directory_of_the_first_attempt(agent_store, monkeypatch):

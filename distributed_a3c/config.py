@@ -225,6 +225,10 @@ class Config:
     rpc: RpcConfig = field(default_factory=RpcConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    mode: str = "grad"
+    """How workers and server share the work: `grad` (A3C, gradient-parallel: each worker's gradient is
+    applied as it arrives) or `sync` (synchronous A2C, PAAC: the gradients of every living worker for one
+    weight version are averaged into one step; each worker waits for it, so nothing is stale)."""
     workers: int = 2
     """Worker processes of a local launch (`a3c-train` outside torchrun); the server is one more process."""
     seed: int = 1

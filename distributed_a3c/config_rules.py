@@ -20,6 +20,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 SERVER_DEVICES = ("cpu", "cuda", "auto")
 WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 RPC_TRANSPORTS = ("shm", "uv", "ibv")
+MODES = ("grad", "sync")
 
 
 def _check(errors: list[str], ok: bool, key: str, value: object, allowed: str) -> None:
@@ -164,6 +165,13 @@ def _train_errors(e: list[str], cfg: Config) -> None:
 
 
 def _top_level_errors(e: list[str], cfg: Config) -> None:
+    _choice(e, "mode", cfg.mode, MODES)
+    if cfg.mode == "sync":  # one step per weight version: nothing to accumulate, fold or split
+        s = cfg.server
+        _check(e, s.accumulate == 1, "server.accumulate", s.accumulate, "1 for mode=sync (it averages every worker)")
+        _check(e, not s.fold, "server.fold", s.fold, "false for mode=sync")
+        _check(e, s.shards == 1, "server.shards", s.shards, "1 for mode=sync")
+        _check(e, not cfg.worker.overlap, "worker.overlap", cfg.worker.overlap, "false for mode=sync")
     _choice(e, "logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     _check(e, cfg.workers >= 1, "workers", cfg.workers, ">= 1")
     _check(e, cfg.seed >= 0, "seed", cfg.seed, ">= 0")

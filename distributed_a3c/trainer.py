@@ -167,7 +167,11 @@ def run_serial(cfg: Config, run_dir: Path, config_dict: dict[str, Any], workers:
     try:
         replies = [w.begin() for w in crew]
         while trainer.tick() is None and not all(r.stop for r in replies):
-            replies = [w.step() for w in crew]
+            if cfg.mode == "sync":  # every worker pushes for this version, then one averaged step answers all
+                futures = [server.push_synchronous(w.prepare(), len(crew)) for w in crew]
+                replies = [w.finish(f.wait()) for w, f in zip(crew, futures, strict=True)]
+            else:
+                replies = [w.step() for w in crew]
     finally:
         for w in crew:
             w.envs.close()

@@ -124,11 +124,18 @@ class Worker:
 
     def step(self) -> WeightsReply:
         """One rollout, one gradient, one push."""
-        rollout = self.collect()
-        stats = self.compute_gradients(rollout)
+        request = self.prepare()
         t0 = time.perf_counter()
-        reply = self.store.push(self._request(stats))
+        reply = self.store.push(request)
         self._time["wait"] += time.perf_counter() - t0
+        return self.finish(reply)
+
+    def prepare(self) -> GradientPush:
+        """Collect a rollout and compute its gradient: the push to send."""
+        return self._request(self.compute_gradients(self.collect()))
+
+    def finish(self, reply: WeightsReply) -> WeightsReply:
+        """Take the server's answer to a push: fresh weights, statistics, stop."""
         self._apply(reply)
         self.pushes += 1
         return reply

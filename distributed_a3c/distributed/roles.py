@@ -41,7 +41,8 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     sdev = server_device(cfg)
     device_map = {device: sdev} if device.type == "cuda" and sdev.type == "cuda" else None
     shards = cfg.server.shards
-    worker = Worker(cfg, rank, rpc_edge.remote_store(shards, device, sdev), device)
+    store = rpc_edge.remote_store(shards, device, sdev, synchronous=cfg.mode == "sync")
+    worker = Worker(cfg, rank, store, device)
     rpc_edge.init(rank, world_size, cfg.rpc, device_map, shards)
     try:
         worker.run()
@@ -79,8 +80,8 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     server = build_server(cfg, 0, world_size, state)
     if resume_path is not None:
         log.info("resumed from %s at %d env steps", resume_path, server.stats.env_steps)
-    rpc_edge.serve(server)
     roster = WorkerRoster(range(shards, world_size))
+    rpc_edge.serve(server, expected_pushes=lambda: len(roster.pending()))
     rpc_edge.on_goodbye(roster.depart)
     trainer = Trainer(
         cfg, run_dir, config_dict, server, roster, resume_path, lambda stop: rpc_edge.shard_states(shards, stop)
@@ -106,9 +107,13 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         # with the nodes that are left (or their replacements); without one, A3C trains on.
         restart = rendezvous.restarts_left() > 0
         then = "restarting from a checkpoint" if restart else f"training on with {roster.alive} of {len(roster.ranks)}"
+        if cfg.mode == "sync" and not restart:
+            then += " (each step now waits for those only)"
         log.warning("lost worker rank %d on %s (%s); %s", rank, rendezvous.host_of(rank), reason, then)
         if roster.alive == 0 or restart:
             server.request_stop("lost_workers")
+        elif cfg.mode == "sync":
+            server.release_waiting(len(roster.pending()))
 
     monitor = WorkerMonitor(roster, shards, cfg.rpc.timeout_s, lost).start()
     try:

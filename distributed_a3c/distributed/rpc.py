@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SERVER = "server"
 
 _server: ParameterServer | None = None  # set on the server rank only
+_expected_pushes: Callable[[], int] | None = None  # mode=sync, on the lead: how many workers a step waits for
 _on_goodbye: Callable[[int], None] | None = None  # set on the lead: a worker that was told to stop has left
 _released = threading.Event()  # set on a non-lead shard when the lead no longer needs it
 
@@ -44,15 +45,25 @@ def rank_name(rank: int, shards: int = 1) -> str:
     return shard_name(rank) if rank < shards else f"worker{rank}"
 
 
-def serve(server: ParameterServer) -> None:
-    """Make `server` the target of incoming push/pull calls on this rank."""
-    global _server
+def serve(server: ParameterServer, expected_pushes: Callable[[], int] | None = None) -> None:
+    """Make `server` the target of incoming push/pull calls on this rank; mode=sync: `expected_pushes()`
+    says how many living workers each step waits for."""
+    global _server, _expected_pushes
     _server = server
+    if expected_pushes is not None:
+        _expected_pushes = expected_pushes
 
 
 def _push(request: GradientPush) -> WeightsReply:
     assert _server is not None, "push reached a rank that hosts no parameter server"
     return _server.push(request)
+
+
+@rpc.functions.async_execution
+def _push_synchronous(request: GradientPush) -> torch.futures.Future[WeightsReply]:
+    """mode=sync: answered when the step of this weight version is done, without holding an RPC thread."""
+    assert _server is not None, "push reached a rank that hosts no parameter server"
+    return _server.push_synchronous(request, _expected_pushes() if _expected_pushes is not None else 1)
 
 
 def _pull(rank: int | None) -> WeightsReply:
@@ -143,10 +154,12 @@ def shard_states(shards: int, stop: bool = False) -> list[dict]:
     return [f.wait() for f in futures]
 
 
-def remote_store(shards: int, device: torch.device, server_device: torch.device | None = None) -> ParameterStore:
+def remote_store(
+    shards: int, device: torch.device, server_device: torch.device | None = None, synchronous: bool = False
+) -> ParameterStore:
     """What a worker pushes to: the one server, or the S shards behind one ShardedParameterStore."""
     if shards == 1:
-        return RemoteParameterStore(device, server_device)
+        return RemoteParameterStore(device, server_device, synchronous=synchronous)
     return ShardedParameterStore([RemoteParameterStore(device, server_device, shard_name(k), k) for k in range(shards)])
 
 
@@ -158,11 +171,17 @@ class RemoteParameterStore:
     """
 
     def __init__(
-        self, device: torch.device, server_device: torch.device | None = None, name: str = SERVER, shard: int = 0
+        self,
+        device: torch.device,
+        server_device: torch.device | None = None,
+        name: str = SERVER,
+        shard: int = 0,
+        synchronous: bool = False,
     ) -> None:
         self.device = device
         self.name = name
         self.shard = shard
+        self._push_fn = _push_synchronous if synchronous else _push
         # Without a device map both ends must talk in CPU tensors.
         self._via_cpu = device.type != "cpu" and (server_device is None or server_device.type == "cpu")
 
@@ -174,7 +193,7 @@ class RemoteParameterStore:
 
     def push(self, request: GradientPush) -> WeightsReply:
         try:
-            return rpc.rpc_sync(self.name, _push, args=(self._wire(request),))
+            return rpc.rpc_sync(self.name, self._push_fn, args=(self._wire(request),))
         except Exception as e:
             raise self._lost(e) from None
 
@@ -185,7 +204,7 @@ class RemoteParameterStore:
             except Exception as e:
                 raise self._lost(e) from None
 
-        return rpc.rpc_async(self.name, _push, args=(self._wire(request),)).then(unwrap)
+        return rpc.rpc_async(self.name, self._push_fn, args=(self._wire(request),)).then(unwrap)
 
     def _lost(self, e: BaseException) -> PeerLost:
         what = "the parameter server" if self.shard == 0 else f"parameter-server shard {self.shard}"

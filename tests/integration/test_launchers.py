@@ -220,3 +220,19 @@ def test_two_torchrun_agents_on_loopback_form_one_job(
         assert_clean_success(node)
     assert_run_dir(run_dir, worker_ranks=3)
     assert [os.listdir(tmp_path / f"node{n}") for n in range(2)] == [[], []], "a rank wrote into its cwd"
+
+
+@pytest.mark.timeout(150)
+def test_sync_mode_solves_cartpole_with_no_stale_gradient(tmp_path: Path, jobs: Jobs, venv_bin: Path) -> None:
+    """mode=sync over RPC: one averaged step per weight version, every push answered after it."""
+    run_dir = tmp_path / "run"
+    cmd = [venv_bin / "a3c-train", "mode=sync", f"hydra.run.dir={run_dir}", *QUIET, "train.max_minutes=2"]
+
+    done = jobs.run(cmd, cwd=tmp_path, timeout=120, name="a3c-train mode=sync")
+
+    assert_clean_success(done)
+    summary = assert_run_dir(run_dir, worker_ranks=2, exit_reason="target_return")
+    assert summary["mean_return_100"] >= 475
+    assert summary["staleness"]["max"] == 0, summary
+    # Two pushes per step; at the stop a step may have had only one push of its pair answered.
+    assert abs(sum(summary["pushes_per_rank"].values()) - 2 * summary["weight_version"]) <= 2, summary

@@ -132,11 +132,12 @@ def _agents_on_loopback(
     return start
 
 
-def _two_training_nodes(tmp_path: Path, jobs: Jobs, venv_bin: Path, metrics_of, run_dir: Path, steps: int):
+def _two_training_nodes(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, metrics_of, run_dir: Path, steps: int, mode: str = "grad"
+):
     """Two agents (--nnodes=2, no restarts) on loopback, once they train together: (head, other)."""
-    start = _agents_on_loopback(
-        tmp_path, jobs, venv_bin, "2", [], [f"train.total_env_steps={steps}", f"hydra.run.dir={run_dir}"]
-    )
+    args = [f"mode={mode}", f"train.total_env_steps={steps}", f"hydra.run.dir={run_dir}"]
+    start = _agents_on_loopback(tmp_path, jobs, venv_bin, "2", [], args)
     head = start("head", is_host=True)
     time.sleep(1.0)  # the head joins first: with equal addresses the lower pid gets rank 0
     other = start("other", is_host=False)
@@ -183,11 +184,13 @@ def _state(pid: int) -> str:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["grad", "sync"])
 def test_a_dead_node_is_reported_and_the_job_finishes_with_the_workers_it_has(
-    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of, mode: str
 ) -> None:
+    """mode=sync: the step that waited for the dead node's workers goes on without them."""
     run_dir = tmp_path / "run"
-    head, other = _two_training_nodes(tmp_path, jobs, venv_bin, metrics_of, run_dir, steps=600000)
+    head, other = _two_training_nodes(tmp_path, jobs, venv_bin, metrics_of, run_dir, steps=600000, mode=mode)
     assert sorted(ranks_of(head.popen.pid)) == [0, 1], "rank 0 is not on the head node"
     dead = _kill_node(other, ranks_of)
 
@@ -198,6 +201,8 @@ def test_a_dead_node_is_reported_and_the_job_finishes_with_the_workers_it_has(
     assert metrics_of(run_dir)[-1]["server/workers_alive"] == 1
     log = (run_dir / "train.log").read_text()
     assert log.count("lost worker rank 2") == 1 and log.count("lost worker rank 3") == 1, log
+    if mode == "sync":
+        assert summary["staleness"]["max"] == 0, summary
     # The survivors' ranks exit 0 at once; torchrun's agent then waits in its own exit barrier (up to
     # 300 s) for the dead agent, which this test does not sit out.
     head_ranks = [p for p in ranks_of(head.popen.pid).values()]

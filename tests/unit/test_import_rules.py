@@ -90,7 +90,10 @@ def test_files_were_found():
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("distributed_a3c.config", "distributed_a3c.config_rules")),
     ("rl: the algorithm, pure torch", ("distributed_a3c.rl",)),
-    ("envs", ("distributed_a3c.atari", "distributed_a3c.envs", "distributed_a3c.env_checks")),
+    (
+        "envs",
+        ("distributed_a3c.atari", "distributed_a3c.atari_vector", "distributed_a3c.envs", "distributed_a3c.env_checks"),
+    ),
     ("models", ("distributed_a3c.models",)),
     (
         "parameter server and its parts",
@@ -120,6 +123,7 @@ OUTSIDE = {
     "wandb": ("distributed_a3c.metrics",),
     "gymnasium": (
         "distributed_a3c.atari",
+        "distributed_a3c.atari_vector",
         "distributed_a3c.envs",
         "distributed_a3c.env_checks",
         "distributed_a3c.models",
@@ -127,7 +131,12 @@ OUTSIDE = {
         "distributed_a3c.trainer",
         "distributed_a3c.evaluate",
     ),
-    "ale_py": ("distributed_a3c.atari", "distributed_a3c.envs", "distributed_a3c.env_checks"),
+    "ale_py": (
+        "distributed_a3c.atari",
+        "distributed_a3c.atari_vector",
+        "distributed_a3c.envs",
+        "distributed_a3c.env_checks",
+    ),
 }
 
 

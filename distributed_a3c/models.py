@@ -320,13 +320,10 @@ def build_model(cfg: Config, obs_space: gym.Space, action_space: gym.Space) -> n
 
 def spaces_error(cfg: Config) -> str | None:
     """Why `cfg.model` has no policy for the spaces of `cfg.env` (one line), or None; builds one env."""
-    env = make_env_fn(cfg.env)()
     try:
-        build_model(cfg, env.observation_space, env.action_space)
+        build_model(cfg, *env_spaces(cfg))
     except UnsupportedSpaceError as e:
         return f"env.id={cfg.env.id!r} is unsupported: {e}"
-    finally:
-        env.close()
     return None
 
 

@@ -31,8 +31,9 @@ class RunStats:
         """How many valid pushes arrived at each staleness, over the whole run (exact, one entry per value)."""
         self._interval = _IntervalStats()
 
-    def record_push(self, req: GradientPush) -> None:
-        """A valid push: its env steps, finished episodes and worker statistics count."""
+    def record_push(self, req: GradientPush, staleness: int, dropped: bool) -> None:
+        """A valid push: its env steps, finished episodes, worker statistics and staleness count (also
+        when it was too stale to apply: the experience happened)."""
         with self._lock:
             self.env_steps += req.env_steps
             self.episodes += len(req.episode_returns)
@@ -41,9 +42,6 @@ class RunStats:
             self.pushes_by_rank[req.rank] += 1
             self.last_stats[req.rank] = req.stats
             self._interval.add(req.stats)
-
-    def record_staleness(self, staleness: int, dropped: bool) -> None:
-        with self._lock:
             self._interval.staleness.append(staleness)
             self.staleness_counts[staleness] += 1
             self._interval.dropped += int(dropped)

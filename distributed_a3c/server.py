@@ -222,8 +222,7 @@ class ParameterServer:
         staleness = self.version - req.version
         dropped = staleness > self.cfg.max_staleness
         if self.stats is not None:
-            self.stats.record_push(req)
-            self.stats.record_staleness(staleness, dropped)
+            self.stats.record_push(req, staleness, dropped)
         if dropped:
             self.dropped += 1
             return "dropped"

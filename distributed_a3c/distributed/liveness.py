@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from distributed_a3c.distributed import rpc as rpc_edge
@@ -60,7 +61,7 @@ class WorkerMonitor:
                     if self._stop.is_set():
                         return
                     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    if rank not in self.roster.departed and self.roster.lose(rank, reason):
+                    if self.roster.lose(rank, reason):  # False for a rank that left in good order
                         self.on_lost(rank, reason)
 
 
@@ -69,11 +70,9 @@ def watch_parent(on_orphaned: Callable[[int], None], poll_s: float = PARENT_POLL
     parent = os.getppid()
 
     def watch() -> None:
-        stopped = threading.Event()
-        while not stopped.wait(poll_s):
-            if os.getppid() != parent:
-                on_orphaned(parent)
-                return
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        on_orphaned(parent)
 
     thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one C
 _interrupted = threading.Event()
 _first_signal: int | None = None
 _first_signal_at = 0.0
+_orphaned: int | None = None  # the pid of rank 0's launcher, once it died
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
@@ -82,9 +83,6 @@ def _on_orphaned(parent: int) -> None:
     )
     _on_stop_signal(signal.SIGTERM, None)
     threading.Timer(ORPHAN_DEADLINE_S, os._exit, args=(1,)).start()
-
-
-_orphaned: int | None = None
 
 
 def interrupted() -> bool:

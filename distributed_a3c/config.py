@@ -149,6 +149,17 @@ class ServerConfig:
 
 
 @dataclass
+class CentralConfig:
+    """mode=central (GA3C): the server's predictor, which acts for every worker."""
+
+    max_batch: int = 0
+    """Most observations in one forward pass of the predictor; 0: no limit beyond one request per worker."""
+    max_wait_ms: float = 1.0
+    """A forward pass waits at most this long after its first request for the other workers' requests (it
+    goes at once when every living worker has asked)."""
+
+
+@dataclass
 class RpcConfig:
     port: int | None = None
     """Null: RPC rendezvous reuses torchrun's store (no extra port). An int: a TCP store on MASTER_ADDR:port."""
@@ -225,10 +236,16 @@ class Config:
     rpc: RpcConfig = field(default_factory=RpcConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    central: CentralConfig = field(default_factory=CentralConfig)
     mode: str = "grad"
-    """How workers and server share the work: `grad` (A3C, gradient-parallel: each worker's gradient is
-    applied as it arrives) or `sync` (synchronous A2C, PAAC: the gradients of every living worker for one
-    weight version are averaged into one step; each worker waits for it, so nothing is stale)."""
+    """How workers and server share the work (docs/MODES.md):
+    `grad` (A3C, gradient-parallel): each worker's gradient is applied as it arrives;
+    `data` (data-parallel): workers send rollouts, the server computes the gradient of those that arrived
+    together in one batch;
+    `sync` (synchronous A2C, PAAC): the gradients of every living worker for one weight version are
+    averaged into one step; each worker waits for it, so nothing is stale;
+    `central` (GA3C): workers hold no model; the server's predictor batches their observations into one
+    forward pass and its learner learns from their rollouts as in `data`."""
     workers: int = 2
     """Worker processes of a local launch (`a3c-train` outside torchrun); the server is one more process."""
     seed: int = 1

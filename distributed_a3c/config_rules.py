@@ -20,7 +20,9 @@ WANDB_MODES = ("offline", "online", "disabled")
 SERVER_DEVICES = ("cpu", "cuda", "auto")
 WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 RPC_TRANSPORTS = ("shm", "uv", "ibv")
-MODES = ("grad", "sync")
+MODES = ("grad", "data", "sync", "central")
+EXPERIENCE_MODES = ("data", "central")
+"""Modes in which the server learns from rollouts (the workers send experience, not gradients)."""
 
 
 def _check(errors: list[str], ok: bool, key: str, value: object, allowed: str) -> None:
@@ -172,6 +174,30 @@ def _top_level_errors(e: list[str], cfg: Config) -> None:
         _check(e, not s.fold, "server.fold", s.fold, "false for mode=sync")
         _check(e, s.shards == 1, "server.shards", s.shards, "1 for mode=sync")
         _check(e, not cfg.worker.overlap, "worker.overlap", cfg.worker.overlap, "false for mode=sync")
+    if cfg.mode in EXPERIENCE_MODES:  # one learner holds the whole model and steps per batch of rollouts
+        s, m = cfg.server, cfg.mode
+        _check(
+            e, s.accumulate == 1, "server.accumulate", s.accumulate, f"1 for mode={m} (its learner batches rollouts)"
+        )
+        _check(e, s.shards == 1, "server.shards", s.shards, f"1 for mode={m} (one learner holds the whole model)")
+        _check(
+            e,
+            cfg.model.name != "lstm",
+            "model.name",
+            cfg.model.name,
+            f"mlp or cnn for mode={m} (its learner values rollouts without a recurrent state): use mode=grad or sync",
+        )
+    if cfg.mode == "central":
+        _check(
+            e,
+            not cfg.worker.overlap,
+            "worker.overlap",
+            cfg.worker.overlap,
+            "false for mode=central (workers wait for their actions)",
+        )
+    c = cfg.central
+    _check(e, c.max_batch >= 0, "central.max_batch", c.max_batch, ">= 0 (0: no limit)")
+    _check(e, c.max_wait_ms >= 0, "central.max_wait_ms", c.max_wait_ms, ">= 0")
     _choice(e, "logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     _check(e, cfg.workers >= 1, "workers", cfg.workers, ">= 1")
     _check(e, cfg.seed >= 0, "seed", cfg.seed, ">= 0")
@@ -213,3 +239,31 @@ def _atari_errors(e: list[str], env: EnvConfig) -> None:
         env.vectorization,
         "sync or async for ALE/... ids: env.backend=ale_vector is ale_py's batched env, with env.atari applied",
     )
+
+
+def unused_options(cfg: Config, defaults: Config) -> list[str]:
+    """Options set away from their default that the chosen mode does not use, one line each (said once at
+    start; the job runs)."""
+    unused = []
+
+    def note(key: str, value: object, default: object, used_by: str) -> None:
+        if value != default:
+            unused.append(f"{key}={value!r} is unused with mode={cfg.mode} (it applies to {used_by})")
+
+    if cfg.mode != "central":
+        note("central.max_batch", cfg.central.max_batch, defaults.central.max_batch, "mode=central")
+        note("central.max_wait_ms", cfg.central.max_wait_ms, defaults.central.max_wait_ms, "mode=central")
+    if cfg.mode in EXPERIENCE_MODES:
+        note("server.fold", cfg.server.fold, defaults.server.fold, "mode=grad; the learner batches rollouts anyway")
+    if cfg.mode == "central":
+        note(
+            "server.wire_dtype",
+            cfg.server.wire_dtype,
+            defaults.server.wire_dtype,
+            "weights, which mode=central never sends",
+        )
+    if cfg.mode == "sync":
+        note(
+            "server.max_staleness", cfg.server.max_staleness, defaults.server.max_staleness, "mode=grad, data, central"
+        )
+    return unused

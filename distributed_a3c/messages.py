@@ -1,5 +1,6 @@
 """What workers and the parameter server say to each other (plain data; RPC pickles these): a worker
-sends a `GradientPush`; every push and pull is answered with a `WeightsReply`."""
+sends a `GradientPush` (mode=grad, sync) or an `ExperiencePush` (mode=data, central); every push and pull
+is answered with a `WeightsReply`; mode=central's workers ask the server's predictor to act (`ActionReply`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Protocol
 
 import torch
 
+from distributed_a3c.rl.experience import Experience
 from distributed_a3c.rl.normalize import RunningMeanStd
 
 WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -39,6 +41,41 @@ class GradientPush:
 
 
 @dataclass
+class ExperiencePush:
+    """One rollout's experience (mode=data, central): the server computes the gradient from it."""
+
+    rank: int
+    """Global rank of the worker that collected it."""
+    version: int
+    """The oldest weight version that chose an action in it (staleness is counted from it)."""
+    experience: Experience
+    """Observations, actions, rewards, episode ends and bootstrap observations: no values."""
+    env_steps: int
+    """Env steps taken for this rollout (rollout_len x envs_per_worker)."""
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+    """The worker's time split and memory, for the logs (the losses are the learner's)."""
+    obs_stats: RunningMeanStd | None = None
+    acted_versions: list[int] | None = None
+    """mode=central: the weight version that chose each step's actions (for GA3C's policy lag)."""
+
+
+@dataclass
+class ActionReply:
+    """mode=central: the predictor's actions for a worker's observations."""
+
+    version: int
+    """The weight version that chose them."""
+    actions: torch.Tensor | None
+    """One action per observation sent (None when they were rejected)."""
+    stop: bool = False
+    """True once training is over."""
+    error: str | None = None
+    """Why the observations were rejected (wrong shape, dtype or non-finite values), else None."""
+
+
+@dataclass
 class WeightsReply:
     """The server's answer to a push or a pull: its weight version, the weights if the worker lacks them,
     whether training is over, and the master observation statistics."""
@@ -64,11 +101,17 @@ class ParameterStore(Protocol):
         """The current weights; `rank`: the worker asking, which the reply may tell to stop."""
         ...
 
-    def push(self, request: GradientPush) -> WeightsReply: ...
+    def push(self, request: GradientPush | ExperiencePush) -> WeightsReply: ...
 
-    def push_async(self, request: GradientPush) -> torch.futures.Future[WeightsReply]:
+    def push_async(self, request: GradientPush | ExperiencePush) -> torch.futures.Future[WeightsReply]:
         """Send a push without waiting; `.wait()` on the result gives the reply."""
         ...
+
+
+class Predictor(Protocol):
+    """mode=central: what a worker without a model asks to act."""
+
+    def act(self, rank: int, obs: torch.Tensor) -> ActionReply: ...
 
 
 def completed(reply: WeightsReply) -> torch.futures.Future[WeightsReply]:

@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 
 from distributed_a3c.config import TrainConfig
-from distributed_a3c.messages import GradientPush
+from distributed_a3c.messages import ExperiencePush, GradientPush
 
 RETURN_WINDOW = 100
 
@@ -29,9 +29,10 @@ class RunStats:
         """The stats of each rank's latest push (e.g. its peak RSS so far)."""
         self.staleness_counts: Counter[int] = Counter()
         """How many valid pushes arrived at each staleness, over the whole run (exact, one entry per value)."""
+        self.policy_lag_sum, self.policy_lag_count, self.policy_lag_max = 0.0, 0, 0.0
         self._interval = _IntervalStats()
 
-    def record_push(self, req: GradientPush, staleness: int, dropped: bool) -> None:
+    def record_push(self, req: GradientPush | ExperiencePush, staleness: int, dropped: bool) -> None:
         """A valid push: its env steps, finished episodes, worker statistics and staleness count (also
         when it was too stale to apply: the experience happened)."""
         with self._lock:
@@ -45,6 +46,15 @@ class RunStats:
             self._interval.staleness.append(staleness)
             self.staleness_counts[staleness] += 1
             self._interval.dropped += int(dropped)
+
+    def record_learner(self, stats: dict[str, float], rollouts: int, policy_lags: list[float]) -> None:
+        """mode=data, central: one learner step over `rollouts` rollouts, each `policy_lags` versions behind
+        the weights it updated (GA3C's policy lag: the learner's version minus the version that acted)."""
+        with self._lock:
+            self._interval.add_learner(stats, rollouts, policy_lags)
+            self.policy_lag_sum += sum(policy_lags)
+            self.policy_lag_count += len(policy_lags)
+            self.policy_lag_max = max(self.policy_lag_max, *policy_lags)
 
     def record_rejected(self) -> None:
         with self._lock:
@@ -76,6 +86,13 @@ class RunStats:
                     out[name] = s
                     break
         return out
+
+    def policy_lag_summary(self) -> dict[str, float]:
+        """mode=data, central: mean and max policy lag of every rollout learned from so far."""
+        with self._lock:
+            if not self.policy_lag_count:
+                return {}
+            return {"mean": self.policy_lag_sum / self.policy_lag_count, "max": self.policy_lag_max}
 
     def snapshot(self, server_counters: dict[str, float]) -> dict[str, float]:
         """Metrics since the previous snapshot; `server_counters` are the lead's (ParameterServer.counters)."""
@@ -148,6 +165,17 @@ class _IntervalStats:
         self.staleness: list[int] = []
         self.dropped = 0
         self.rejected = 0
+        self.learner_sums: Counter[str] = Counter()
+        self.learner_steps = 0
+        self.learner_rollouts = 0
+        self.policy_lags: list[float] = []
+
+    def add_learner(self, stats: dict[str, float], rollouts: int, policy_lags: list[float]) -> None:
+        self.learner_steps += 1
+        self.learner_rollouts += rollouts
+        self.policy_lags += policy_lags
+        for k, v in stats.items():
+            self.learner_sums[k] += float(v)
 
     def add(self, stats: dict[str, float]) -> None:
         self.count += 1
@@ -163,6 +191,11 @@ class _IntervalStats:
         }
         if self.count:
             row.update({k: v / self.count for k, v in self.sums.items()})
+        if self.learner_steps:  # the losses are the learner's, not the workers'
+            row.update({k: v / self.learner_steps for k, v in self.learner_sums.items()})
+            row["server/rollouts_per_step"] = self.learner_rollouts / self.learner_steps
+            row["server/policy_lag_mean"] = sum(self.policy_lags) / len(self.policy_lags)
+            row["server/policy_lag_max"] = max(self.policy_lags)
         if self.staleness:
             row["server/staleness_mean"] = sum(self.staleness) / len(self.staleness)
             row["server/staleness_max"] = max(self.staleness)

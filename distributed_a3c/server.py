@@ -23,7 +23,7 @@ from distributed_a3c.rl.grads import flatten_parameters_
 from distributed_a3c.rl.normalize import RunningMeanStd
 from distributed_a3c.run_stats import RunStats, StopPolicy
 from distributed_a3c.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
-from distributed_a3c.validation import gradient_error, push_error
+from distributed_a3c.validation import ExperienceSpec, gradient_error, push_error
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class ParameterServer:
         self.device = torch.device(device)
         self.wire_dtype = WIRE_DTYPES[server_cfg.wire_dtype]
         self._lock = threading.Lock()
+        self._busy_lock = threading.Lock()  # busy time is also counted outside _lock (mode=data, central)
         self._step_lock = threading.Lock()  # server.fold: one optimizer step at a time
         self._batches_applied = 0
         self._accum = torch.zeros_like(self._param.detach())
@@ -82,6 +83,12 @@ class ParameterServer:
         self.dropped = 0
         self.rejected = 0
         self.busy_s = 0.0
+        self.wire_bytes = 0
+        """Tensor bytes received in valid pushes and sent in replies (gradients, experience, weights)."""
+        self.ships_weights = True
+        """False in mode=central: workers hold no model, replies carry no weights."""
+        self.spec: ExperienceSpec | None = None
+        """mode=data, central: the shape of the experience pushes carry (None: pushes carry gradients)."""
         self.stop_reason: str | None = None
         self.stats: RunStats | None = RunStats() if self.is_lead else None
         """The run's statistics (the lead only)."""
@@ -108,11 +115,14 @@ class ParameterServer:
     def pull(self, rank: int | None = None) -> WeightsReply:
         with self._lock:
             stop = self.stop_reason is not None
-            return WeightsReply(self.version, self._wire_weights(), stop, "pulled", self._obs_stats_copy())
+            weights = self._wire_weights() if self.ships_weights else None
+            return WeightsReply(self.version, weights, stop, "pulled", self._obs_stats_copy())
 
     def _wire_weights(self) -> torch.Tensor:
         """A copy of the weights in the wire dtype (the live tensor must not be serialized while it changes)."""
-        return self._param.detach().to(self.wire_dtype, copy=True)
+        weights = self._param.detach().to(self.wire_dtype, copy=True)
+        self.wire_bytes += weights.nbytes
+        return weights
 
     def push(self, req: GradientPush) -> WeightsReply:
         if self.cfg.fold:
@@ -128,7 +138,8 @@ class ParameterServer:
     def _reply(self, req: GradientPush, status: str) -> WeightsReply:
         """The answer to `req` (call with the lock held): version, fresh weights if they changed, stop."""
         self._check_stop()
-        weights = None if req.version == self.version else self._wire_weights()
+        fresh = self.ships_weights and req.version != self.version
+        weights = self._wire_weights() if fresh else None
         return WeightsReply(self.version, weights, self.stop_reason is not None, status, self._obs_stats_copy())
 
     def _push_folded(self, req: GradientPush) -> WeightsReply:
@@ -202,12 +213,15 @@ class ParameterServer:
         try:
             yield
         finally:
-            self.busy_s += time.perf_counter() - t0
+            with self._busy_lock:
+                self.busy_s += time.perf_counter() - t0
 
     def _take(self, req: GradientPush) -> str | None:
         """Validate `req` whole, then count it: 'rejected' or 'dropped' (too stale), or None to apply it."""
         shape = None if self.obs_stats is None else self.obs_stats.mean.shape
-        error = push_error(req, self.version, self.shard_numel, self.worker_ranks, self.env_steps_per_push, shape)
+        error = push_error(
+            req, self.version, self.shard_numel, self.worker_ranks, self.env_steps_per_push, shape, self.spec
+        )
         if error is not None:
             self.rejected += 1
             if self.stats is not None:
@@ -215,6 +229,7 @@ class ParameterServer:
             log.warning("rejected push from rank %r: %s", getattr(req, "rank", "?"), error)
             return "rejected"
         self.pushes += 1
+        self.wire_bytes += req.grads.nbytes if self.spec is None else req.experience.nbytes
         if req.obs_stats is not None:
             if self.obs_stats is None:
                 self.obs_stats = RunningMeanStd.zeros(req.obs_stats.mean.shape)
@@ -287,6 +302,7 @@ class ParameterServer:
                 "dropped": self.dropped,
                 "rejected": self.rejected,
                 "busy_s": self.busy_s,
+                "wire_bytes": self.wire_bytes,
             }
 
     def snapshot(self) -> dict[str, float]:
@@ -298,7 +314,7 @@ class ParameterServer:
     def shard_stats(self) -> dict:
         """This shard's version, pushes and busy seconds (for the summary)."""
         c = self.counters()
-        return {"version": c["version"], "pushes": c["pushes"], "busy_s": c["busy_s"]}
+        return {k: c[k] for k in ("version", "pushes", "busy_s", "wire_bytes")}
 
     def shard_state(self) -> dict:
         """This shard's slice of the weights, its optimizer state and counters (for the lead's checkpoint)."""

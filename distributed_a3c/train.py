@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from distributed_a3c.config import Config, ConfigError
+from distributed_a3c.config_rules import unused_options
 from distributed_a3c.env_checks import validate_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -210,6 +211,9 @@ def _hydra_main(dcfg: DictConfig) -> None:
         _fail(str(e))
     run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     config_dict = OmegaConf.to_container(dcfg, resolve=True)
+    if _torchrun_rank() in (None, 0):  # said once, by the process that reports for the job
+        for line in unused_options(cfg, Config()):
+            print(f"{PROG}: warning: {line}", file=sys.stderr, flush=True)
     if _torchrun_rank() is None:
         from distributed_a3c.distributed.launch import launch_local
 

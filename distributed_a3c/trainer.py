@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 from distributed_a3c.checkpoint import (
@@ -30,10 +32,13 @@ from distributed_a3c.checkpoint import (
     save_checkpoint,
 )
 from distributed_a3c.config import Config, ConfigError
+from distributed_a3c.config_rules import EXPERIENCE_MODES
+from distributed_a3c.learner import ExperienceServer
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.roster import WorkerRoster
 from distributed_a3c.server import ParameterServer
+from distributed_a3c.validation import ExperienceSpec
 from distributed_a3c.worker import Worker, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -54,11 +59,31 @@ def build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone: every shard starts alike
     model = build_model(cfg, obs_space, action_space)
     workers = range(cfg.server.shards, world_size)
-    per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
-    server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, server_device(cfg), shard, workers, per_push)
+    device = server_device(cfg)
+    if cfg.mode in EXPERIENCE_MODES:
+        spec = experience_spec(cfg, obs_space, action_space)
+        central = cfg.mode == "central"
+        server = ExperienceServer(model, cfg.optim, cfg.server, cfg.train, cfg.algo, spec, device, workers, central)
+    else:
+        per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+        server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, device, shard, workers, per_push)
     if state is not None:
         server.load_state_dict(state)
     return server
+
+
+def experience_spec(cfg: Config, obs_space: gym.Space, action_space: gym.Space) -> ExperienceSpec:
+    """The shape of every rollout a worker of this job sends in mode=data and mode=central."""
+    obs_dtype = np.float32 if cfg.env.normalize_obs else obs_space.dtype  # normalized observations are float32
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    return ExperienceSpec(
+        rollout_len=cfg.worker.rollout_len,
+        envs=cfg.worker.envs_per_worker,
+        obs_shape=tuple(obs_space.shape),
+        obs_dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype,
+        action_shape=tuple(action_space.shape or ()),
+        num_actions=int(action_space.n) if discrete else None,
+    )
 
 
 def resume_source(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> tuple[Path | None, dict | None]:
@@ -203,7 +228,11 @@ def _summary(
         "dropped_pushes": counters["dropped"],
         "rejected_pushes": counters["rejected"],
         "staleness": stats.staleness_summary(),
+        "policy_lag": stats.policy_lag_summary(),
         "server_busy_fraction": round(counters["busy_s"] / wall, 4),
+        "wire_bytes_per_env_step": round(
+            sum(s["wire_bytes"] for s in [counters, *(other_shards or [])]) / max(stats.env_steps, 1), 1
+        ),
         "shards": [
             {"shard": k, "version": s["version"], "pushes": s["pushes"], "busy_fraction": round(s["busy_s"] / wall, 4)}
             for k, s in enumerate([server.shard_stats(), *(other_shards or [])])

@@ -1,7 +1,8 @@
 """A worker: pull weights -> collect an n-step rollout -> compute the A2C gradient -> push it.
 
-The worker talks to a `ParameterStore`; it never sees RPC. Tests hand it the in-process
-`ParameterServer`, a distributed run a remote store.
+mode=data pushes the rollout's experience instead of its gradient; mode=central also holds no model and
+asks the server's predictor for each step's actions. The worker talks to a `ParameterStore`; it never
+sees RPC. Tests hand it the in-process server, a distributed run a remote store.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from distributed_a3c.envs import (
     is_next_step_autoreset,
     make_vector_env,
 )
-from distributed_a3c.messages import WIRE_DTYPES, GradientPush, ParameterStore, WeightsReply
+from distributed_a3c.messages import WIRE_DTYPES, ExperiencePush, GradientPush, ParameterStore, WeightsReply
 from distributed_a3c.models import action_to_env, build_model
 from distributed_a3c.rl.a2c import A2CHyperparameters, Rollout, a2c_step
+from distributed_a3c.rl.experience import Experience
 from distributed_a3c.rl.grads import clip_grad_norm_, flatten_parameters_
 from distributed_a3c.rl.normalize import RewardScaler, RunningMeanStd
 
@@ -48,9 +50,11 @@ class Worker:
         n = cfg.worker.envs_per_worker
         self.envs = make_vector_env(cfg.env, n, worker_seed(cfg.seed, rank))
         self.action_space = self.envs.single_action_space
-        self.model = build_model(cfg, self.envs.single_observation_space, self.action_space).to(self.device)
-        self.flat = flatten_parameters_(self.model)
-        self.recurrent = self.model.is_recurrent
+        self.sends_experience = cfg.mode in ("data", "central")
+        self.central = cfg.mode == "central"  # no model here: the server's predictor acts
+        self.model = None if self.central else build_model(cfg, self.envs.single_observation_space, self.action_space)
+        self.flat = None if self.model is None else flatten_parameters_(self.model.to(self.device))
+        self.recurrent = self.model is not None and self.model.is_recurrent
         a = cfg.algo
         self.hyperparameters = A2CHyperparameters(
             a.gamma, a.gae_lambda, a.value_coef, a.entropy_coef, a.normalize_advantages
@@ -109,9 +113,12 @@ class Worker:
         """
         pending = None
         while not reply.stop:
-            rollout = self.collect()
-            stats = self.compute_gradients(rollout)
-            request = self._request(stats, grads=self.flat.grads.clone())
+            request = self.prepare()
+            # The next rollout reuses these buffers while this push may still be on its way.
+            if isinstance(request, GradientPush):
+                request.grads = request.grads.clone()
+            else:
+                request.experience = request.experience.clone()
             if pending is not None:
                 t0 = time.perf_counter()
                 reply = pending.wait()
@@ -130,8 +137,10 @@ class Worker:
         self._time["wait"] += time.perf_counter() - t0
         return self.finish(reply)
 
-    def prepare(self) -> GradientPush:
-        """Collect a rollout and compute its gradient: the push to send."""
+    def prepare(self) -> GradientPush | ExperiencePush:
+        """Collect a rollout and compute its gradient (or, mode=data and central, take its experience)."""
+        if self.sends_experience:
+            return self._experience_request(self.collect())
         return self._request(self.compute_gradients(self.collect()))
 
     def finish(self, reply: WeightsReply) -> WeightsReply:
@@ -141,17 +150,16 @@ class Worker:
         return reply
 
     def _apply(self, reply: WeightsReply) -> None:
-        if reply.weights is not None:
+        if reply.weights is not None and self.flat is not None:
             self.flat.load_(reply.weights)
         if reply.obs_stats is not None and self.obs_stats is not None:
             self.obs_stats = reply.obs_stats
         self.version = reply.version
         self.shard_versions = reply.shard_versions
 
-    def _request(self, stats: dict[str, float], grads: torch.Tensor | None = None) -> GradientPush:
+    def _request(self, stats: dict[str, float]) -> GradientPush:
         c = self.cfg.worker
-        if grads is None:
-            grads = self.flat.grads
+        grads = self.flat.grads
         if self.cfg.server.wire_dtype != "float32":
             grads = grads.to(WIRE_DTYPES[self.cfg.server.wire_dtype])
         req = GradientPush(
@@ -164,6 +172,29 @@ class Worker:
             stats=stats,
             obs_stats=self._seen_obs_stats,
             shard_versions=self.shard_versions,
+        )
+        self._returns, self._lengths = [], []
+        self._seen_obs_stats = None
+        return req
+
+    def _experience_request(self, r: Rollout) -> ExperiencePush:
+        c = self.cfg.worker
+        final_obs = torch.cat(self._final_obs) if self._final_obs else self._obs.new_empty((0, *self._obs.shape[2:]))
+        final_index = torch.tensor(self._final_index, dtype=torch.int64).reshape(-1, 2)
+        experience = Experience(
+            r.obs, r.actions, r.rewards, r.terminated, r.truncated, self.obs.clone(), final_obs, final_index, r.valid
+        )
+        acted = self._acted_versions if self.central else None
+        req = ExperiencePush(
+            rank=self.rank,
+            version=min(acted) if acted else self.version,
+            experience=experience.to("cpu"),
+            env_steps=c.rollout_len * c.envs_per_worker,
+            episode_returns=self._returns,
+            episode_lengths=self._lengths,
+            stats=self._time_stats(),
+            obs_stats=self._seen_obs_stats,
+            acted_versions=list(acted) if acted else None,
         )
         self._returns, self._lengths = [], []
         self._seen_obs_stats = None
@@ -204,6 +235,7 @@ class Worker:
         model = self.model
         recurrent, obs_stats, scaler = self.recurrent, self.obs_stats, self.reward_scaler
         self._final_values.zero_()
+        self._final_obs, self._final_index = [], []
         t_env = 0.0
         t0 = time.perf_counter()
         if obs_stats is not None:
@@ -211,14 +243,17 @@ class Worker:
         initial_state = self.state if recurrent else None
         for t in range(T):
             self._obs[t] = self.obs
-            if recurrent:
-                self._starts[t] = self.starts
-                dist_inputs, values, self.state = model.step(self.obs, self.state, self.starts)
+            if self.central:
+                actions = self._act_remotely(t)
             else:
-                dist_inputs, values = model(self.obs)
-            actions = model.sample(dist_inputs)
+                if recurrent:
+                    self._starts[t] = self.starts
+                    dist_inputs, values, self.state = model.step(self.obs, self.state, self.starts)
+                else:
+                    dist_inputs, values = model(self.obs)
+                actions = model.sample(dist_inputs)
+                self._values[t] = values
             self._actions[t] = actions
-            self._values[t] = values
             te = time.perf_counter()
             obs, rewards, terminated, truncated, info = self.envs.step(action_to_env(actions, self.action_space))
             t_env += time.perf_counter() - te
@@ -239,7 +274,10 @@ class Worker:
             if recurrent:  # which envs begin an episode with the observation just returned
                 begun = ~self._valid[t] if self.next_step_autoreset else terminated | truncated
                 self.starts = self._to_device(begun)
-        bootstrap = model.step(self.obs, self.state, self.starts)[1] if recurrent else model.value(self.obs)
+        if self.sends_experience:  # the learner values the experience itself
+            bootstrap = self._values[0]
+        else:
+            bootstrap = model.step(self.obs, self.state, self.starts)[1] if recurrent else model.value(self.obs)
         if obs_stats is not None:
             seen = RunningMeanStd.of(self._raw_obs_buf.reshape(-1, *self._raw_obs_buf.shape[2:]))
             self._seen_obs_stats = seen if self._seen_obs_stats is None else self._seen_obs_stats.merge_(seen)
@@ -263,12 +301,25 @@ class Worker:
             valid,
         )
 
+    def _act_remotely(self, t: int) -> torch.Tensor:
+        """mode=central: the server's predictor chooses the actions for this step's observations."""
+        reply = self.store.act(self.rank, self.obs)
+        if reply.error is not None:
+            raise RuntimeError(f"the server rejected this worker's observations: {reply.error}")
+        if t == 0:
+            self._acted_versions = []
+        self._acted_versions.append(reply.version)
+        return reply.actions.to(self.device)
+
     def _record_episode_ends(self, t: int, terminated: np.ndarray, truncated: np.ndarray, info: dict) -> None:
         cut = np.flatnonzero(truncated & ~terminated)
         if cut.size and not self.next_step_autoreset:
             final = self._observe(final_observations(info, cut))
             idx = torch.from_numpy(cut).to(self.device)
-            if self.recurrent:  # the state after step t is the one that would have read the final obs
+            if self.sends_experience:  # the learner values them
+                self._final_obs.append(final)
+                self._final_index += [(t, int(b)) for b in cut]
+            elif self.recurrent:  # the state after step t is the one that would have read the final obs
                 state = tuple(s[idx] for s in self.state)
                 no_start = torch.zeros(cut.size, dtype=torch.bool, device=self.device)
                 self._final_values[t, idx] = self.model.step(final, state, no_start)[1]
@@ -295,7 +346,11 @@ class Worker:
         loss.backward()
         stats["losses/grad_norm"] = clip_grad_norm_(self.flat.grads, self.cfg.algo.max_grad_norm)
         self._time["learn"] += time.perf_counter() - t0
-        stats.update({f"worker/{k}_s": v for k, v in self._time.items()})
+        return {**stats, **self._time_stats()}
+
+    def _time_stats(self) -> dict[str, float]:
+        """Where this worker's time went since the last push, and its memory."""
+        stats = {f"worker/{k}_s": v for k, v in self._time.items()}
         stats["worker/max_rss_mb"] = self._peak_rss_mb()
         self._time = dict.fromkeys(self._time, 0.0)
         return stats

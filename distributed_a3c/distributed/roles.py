@@ -19,6 +19,7 @@ from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.distributed.liveness import WorkerMonitor
 from distributed_a3c.distributed.rpc import PeerLost
 from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
+from distributed_a3c.predictor import BatchingPredictor
 from distributed_a3c.roster import WorkerRoster
 from distributed_a3c.trainer import Trainer, build_server, resume_source, server_device
 from distributed_a3c.worker import Worker
@@ -81,7 +82,13 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     if resume_path is not None:
         log.info("resumed from %s at %d env steps", resume_path, server.stats.env_steps)
     roster = WorkerRoster(range(shards, world_size))
-    rpc_edge.serve(server, expected_pushes=lambda: len(roster.pending()))
+    predictor = None
+    if cfg.mode == "central":
+        c = cfg.central
+        predictor = BatchingPredictor(
+            server.act, server.observations_error, lambda: len(roster.pending()), c.max_batch, c.max_wait_ms
+        ).start()
+    rpc_edge.serve(server, expected_pushes=lambda: len(roster.pending()), predictor=predictor)
     rpc_edge.on_goodbye(roster.depart)
     trainer = Trainer(
         cfg, run_dir, config_dict, server, roster, resume_path, lambda stop: rpc_edge.shard_states(shards, stop)
@@ -129,6 +136,8 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         # After a SIGTERM the launcher is killing the workers too: don't wait long for them.
         roster.wait_all_departed(timeout_s=STOP_GRACE_SIGTERM_S if terminated_by_launcher() else STOP_GRACE_S)
         monitor.stop()
+        if predictor is not None:
+            predictor.stop()
         rpc_edge.release_shards(shards)
         rpc_edge.shutdown()
         offline_dir = trainer.close_wandb()

@@ -19,7 +19,8 @@ import torch.distributed.rpc as rpc
 from distributed_a3c.config import RpcConfig
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed.netif import interface_for
-from distributed_a3c.messages import GradientPush, ParameterStore, WeightsReply
+from distributed_a3c.messages import ActionReply, ExperiencePush, GradientPush, ParameterStore, WeightsReply
+from distributed_a3c.predictor import BatchingPredictor
 from distributed_a3c.server import ParameterServer
 from distributed_a3c.sharding import ShardedParameterStore
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 SERVER = "server"
 
 _server: ParameterServer | None = None  # set on the server rank only
+_predictor: BatchingPredictor | None = None  # mode=central, on the lead
 _expected_pushes: Callable[[], int] | None = None  # mode=sync, on the lead: how many workers a step waits for
 _on_goodbye: Callable[[int], None] | None = None  # set on the lead: a worker that was told to stop has left
 _released = threading.Event()  # set on a non-lead shard when the lead no longer needs it
@@ -45,16 +47,28 @@ def rank_name(rank: int, shards: int = 1) -> str:
     return shard_name(rank) if rank < shards else f"worker{rank}"
 
 
-def serve(server: ParameterServer, expected_pushes: Callable[[], int] | None = None) -> None:
+def serve(
+    server: ParameterServer,
+    expected_pushes: Callable[[], int] | None = None,
+    predictor: BatchingPredictor | None = None,
+) -> None:
     """Make `server` the target of incoming push/pull calls on this rank; mode=sync: `expected_pushes()`
-    says how many living workers each step waits for."""
-    global _server, _expected_pushes
+    says how many living workers each step waits for; mode=central: `predictor` answers `act` calls."""
+    global _server, _expected_pushes, _predictor
     _server = server
     if expected_pushes is not None:
         _expected_pushes = expected_pushes
+    _predictor = predictor
 
 
-def _push(request: GradientPush) -> WeightsReply:
+@rpc.functions.async_execution
+def _act(rank: int, obs: torch.Tensor) -> torch.futures.Future[ActionReply]:
+    """mode=central: answered by the predictor's next forward pass, without holding an RPC thread."""
+    assert _predictor is not None, "act reached a rank that hosts no predictor (mode=central only)"
+    return _predictor.predict(rank, obs)
+
+
+def _push(request: GradientPush | ExperiencePush) -> WeightsReply:
     assert _server is not None, "push reached a rank that hosts no parameter server"
     return _server.push(request)
 
@@ -191,13 +205,20 @@ class RemoteParameterStore:
         except Exception as e:
             raise self._lost(e) from None
 
-    def push(self, request: GradientPush) -> WeightsReply:
+    def act(self, rank: int, obs: torch.Tensor) -> ActionReply:
+        """mode=central: the server's predictor chooses actions for these observations."""
+        try:
+            return rpc.rpc_sync(self.name, _act, args=(rank, obs.cpu() if self._via_cpu else obs))
+        except Exception as e:
+            raise self._lost(e) from None
+
+    def push(self, request: GradientPush | ExperiencePush) -> WeightsReply:
         try:
             return rpc.rpc_sync(self.name, self._push_fn, args=(self._wire(request),))
         except Exception as e:
             raise self._lost(e) from None
 
-    def push_async(self, request: GradientPush) -> torch.futures.Future[WeightsReply]:
+    def push_async(self, request: GradientPush | ExperiencePush) -> torch.futures.Future[WeightsReply]:
         def unwrap(future: torch.futures.Future[WeightsReply]) -> WeightsReply:
             try:
                 return future.value()
@@ -210,8 +231,8 @@ class RemoteParameterStore:
         what = "the parameter server" if self.shard == 0 else f"parameter-server shard {self.shard}"
         return PeerLost(f"lost {what} (rank {self.shard} on {rendezvous.host_of(self.shard)}): {_first_line(e)}")
 
-    def _wire(self, request: GradientPush) -> GradientPush:
-        if self._via_cpu:
+    def _wire(self, request: GradientPush | ExperiencePush) -> GradientPush | ExperiencePush:
+        if self._via_cpu and isinstance(request, GradientPush):  # experience is sent from the CPU already
             request.grads = request.grads.cpu()
         return request
 

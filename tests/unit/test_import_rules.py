@@ -104,6 +104,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "distributed_a3c.validation",
             "distributed_a3c.run_stats",
             "distributed_a3c.server",
+            "distributed_a3c.learner",
+            "distributed_a3c.predictor",
             "distributed_a3c.roster",
             "distributed_a3c.checkpoint",
             "distributed_a3c.metrics",

@@ -236,3 +236,26 @@ def test_sync_mode_solves_cartpole_with_no_stale_gradient(tmp_path: Path, jobs: 
     assert summary["staleness"]["max"] == 0, summary
     # Two pushes per step; at the stop a step may have had only one push of its pair answered.
     assert abs(sum(summary["pushes_per_rank"].values()) - 2 * summary["weight_version"]) <= 2, summary
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("mode", ["data", "central"])
+def test_experience_modes_solve_cartpole(tmp_path: Path, jobs: Jobs, venv_bin: Path, mode: str) -> None:
+    """mode=data and mode=central over RPC: the server learns from the workers' rollouts (central: and acts
+    for them); an option of another mode is accepted and said once to be unused."""
+    run_dir = tmp_path / "run"
+    other_mode_option = "central.max_wait_ms=5" if mode == "data" else "server.fold=true"
+    cmd = [venv_bin / "a3c-train", f"mode={mode}", other_mode_option, f"hydra.run.dir={run_dir}", *QUIET]
+    cmd.append("train.max_minutes=2")
+
+    done = jobs.run(cmd, cwd=tmp_path, timeout=120, name=f"a3c-train mode={mode}")
+
+    assert_clean_success(done)
+    key = other_mode_option.split("=")[0]
+    assert done.output.count(f"warning: {key}=") == 1, done.describe()
+    assert f"unused with mode={mode}" in done.output
+    summary = assert_run_dir(run_dir, worker_ranks=2, exit_reason="target_return")
+    assert summary["mean_return_100"] >= 475 and summary["rejected_pushes"] == 0
+    assert summary["policy_lag"]["mean"] >= 0 and summary["policy_lag"]["max"] <= 100
+    rows = read_metrics(run_dir)
+    assert any("server/policy_lag_mean" in r and "losses/value_loss" in r for r in rows)

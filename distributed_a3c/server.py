@@ -1,5 +1,8 @@
 """The parameter server: master weights, one shared optimizer, versions; it applies pushed gradients.
 
+This is mode=grad's (A3C: each gradient applied as it arrives); sync_server.py (one averaged step per
+weight version) and learner.py (mode=data and central: it learns from pushed experience) build on it.
+
 Callable in-process (tests, the serial runner) or behind RPC (`distributed/`), which calls `push` from
 several threads at once; a lock serializes updates so each push sees consistent weights. The lead shard
 (0) also holds the run's statistics and the stop policy (run_stats.py) and feeds them every valid push.
@@ -77,7 +80,6 @@ class ParameterServer:
         self._batches_applied = 0
         self._accum = torch.zeros_like(self._param.detach())
         self._accum_count = 0
-        self._waiting: list[tuple[GradientPush, torch.futures.Future[WeightsReply]]] = []  # mode=sync
         self.version = 0
         self.pushes = 0
         self.dropped = 0
@@ -169,43 +171,6 @@ class ParameterServer:
     def push_async(self, req: GradientPush) -> torch.futures.Future[WeightsReply]:
         return completed(self.push(req))
 
-    # ----- mode=sync: one averaged step per weight version -------------------------------------------
-    def push_synchronous(self, req: GradientPush, expected: int) -> torch.futures.Future[WeightsReply]:
-        """mode=sync: hold the push until `expected` pushes of this weight version are in, then apply their
-        mean in one step and answer them all; the future completes then."""
-        future: torch.futures.Future[WeightsReply] = torch.futures.Future()
-        with self._lock, self._busy():
-            if self.stop_reason is not None:
-                future.set_result(self._reply(req, "stopped"))
-                return future
-            status = self._take(req)
-            if status is None and req.version != self.version:  # cannot happen when every worker waits
-                status = "dropped"
-                self.dropped += 1
-            if status is not None:
-                future.set_result(self._reply(req, status))
-                return future
-            self._accum.add_(self._master_dtype(req.grads))
-            self._waiting.append((req, future))
-            answers = self._step_if_complete(expected)
-        _answer(answers)
-        return future
-
-    def release_waiting(self, expected: int) -> None:
-        """mode=sync: fewer workers are expected now (one was lost): step if those left are all in."""
-        with self._lock, self._busy():
-            answers = self._step_if_complete(expected)
-        _answer(answers)
-
-    def _step_if_complete(self, expected: int) -> list:
-        if not self._waiting or len(self._waiting) < expected:
-            return []
-        self._step(self._accum.div_(len(self._waiting)))
-        self._accum.zero_()
-        answers = [(future, self._reply(req, "applied")) for req, future in self._waiting]
-        self._waiting.clear()
-        return answers
-
     # ----- internals (call with the lock held) ---------------------------------------------------------
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:
@@ -283,10 +248,6 @@ class ParameterServer:
         with self._lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
-            # mode=sync: pushes still waiting for their step are answered "stopped" (not applied).
-            answers = [(future, self._reply(req, "stopped")) for req, future in self._waiting]
-            self._waiting.clear()
-        _answer(answers)
 
     def poll_stop(self) -> str | None:
         with self._lock:
@@ -352,9 +313,3 @@ class ParameterServer:
                 self.stats.load_state_dict(state)
             obs_stats = state.get("obs_stats")
             self.obs_stats = None if obs_stats is None else RunningMeanStd.from_state_dict(obs_stats)
-
-
-def _answer(answers: list) -> None:
-    """Complete futures outside the lock: completing one may run its RPC reply at once."""
-    for future, reply in answers:
-        future.set_result(reply)

@@ -33,13 +33,15 @@ from distributed_a3c.checkpoint import (
 )
 from distributed_a3c.config import Config, ConfigError
 from distributed_a3c.config_rules import EXPERIENCE_MODES
+from distributed_a3c.experience_worker import make_worker
 from distributed_a3c.learner import ExperienceServer
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.roster import WorkerRoster
 from distributed_a3c.server import ParameterServer
+from distributed_a3c.sync_server import SynchronousServer
 from distributed_a3c.validation import ExperienceSpec
-from distributed_a3c.worker import Worker, peak_rss_mb
+from distributed_a3c.worker import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ def build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -
         server = ExperienceServer(model, cfg.optim, cfg.server, cfg.train, cfg.algo, spec, device, workers, central)
     else:
         per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
-        server = ParameterServer(model, cfg.optim, cfg.server, cfg.train, device, shard, workers, per_push)
+        kind = SynchronousServer if cfg.mode == "sync" else ParameterServer
+        server = kind(model, cfg.optim, cfg.server, cfg.train, device, shard, workers, per_push)
     if state is not None:
         server.load_state_dict(state)
     return server
@@ -188,7 +191,7 @@ def run_serial(cfg: Config, run_dir: Path, config_dict: dict[str, Any], workers:
     torch.set_num_threads(cfg.worker.torch_threads)
     roster = WorkerRoster(range(1, world_size))
     trainer = Trainer(cfg, run_dir, config_dict, server, roster, resumed_from)
-    crew = [Worker(cfg, rank, server) for rank in range(1, world_size)]
+    crew = [make_worker(cfg, rank, server) for rank in range(1, world_size)]
     try:
         replies = [w.begin() for w in crew]
         while trainer.tick() is None and not all(r.stop for r in replies):

@@ -1,8 +1,7 @@
 """A worker: pull weights -> collect an n-step rollout -> compute the A2C gradient -> push it.
 
-mode=data pushes the rollout's experience instead of its gradient; mode=central also holds no model and
-asks the server's predictor for each step's actions. The worker talks to a `ParameterStore`; it never
-sees RPC. Tests hand it the in-process server, a distributed run a remote store.
+The worker talks to a `ParameterStore`; it never sees RPC. Tests hand it the in-process server, a
+distributed run a remote store. mode=data and mode=central push experience instead (experience_worker.py).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from distributed_a3c.envs import (
 from distributed_a3c.messages import WIRE_DTYPES, ExperiencePush, GradientPush, ParameterStore, WeightsReply
 from distributed_a3c.models import action_to_env, build_model
 from distributed_a3c.rl.a2c import A2CHyperparameters, Rollout, a2c_step
-from distributed_a3c.rl.experience import Experience
 from distributed_a3c.rl.grads import clip_grad_norm_, flatten_parameters_
 from distributed_a3c.rl.normalize import RewardScaler, RunningMeanStd
 
@@ -50,9 +48,7 @@ class Worker:
         n = cfg.worker.envs_per_worker
         self.envs = make_vector_env(cfg.env, n, worker_seed(cfg.seed, rank))
         self.action_space = self.envs.single_action_space
-        self.sends_experience = cfg.mode in ("data", "central")
-        self.central = cfg.mode == "central"  # no model here: the server's predictor acts
-        self.model = None if self.central else build_model(cfg, self.envs.single_observation_space, self.action_space)
+        self.model = self._build_model()
         self.flat = None if self.model is None else flatten_parameters_(self.model.to(self.device))
         self.recurrent = self.model is not None and self.model.is_recurrent
         a = cfg.algo
@@ -138,9 +134,7 @@ class Worker:
         return self.finish(reply)
 
     def prepare(self) -> GradientPush | ExperiencePush:
-        """Collect a rollout and compute its gradient (or, mode=data and central, take its experience)."""
-        if self.sends_experience:
-            return self._experience_request(self.collect())
+        """Collect a rollout and compute its gradient: the push to send."""
         return self._request(self.compute_gradients(self.collect()))
 
     def finish(self, reply: WeightsReply) -> WeightsReply:
@@ -172,29 +166,6 @@ class Worker:
             stats=stats,
             obs_stats=self._seen_obs_stats,
             shard_versions=self.shard_versions,
-        )
-        self._returns, self._lengths = [], []
-        self._seen_obs_stats = None
-        return req
-
-    def _experience_request(self, r: Rollout) -> ExperiencePush:
-        c = self.cfg.worker
-        final_obs = torch.cat(self._final_obs) if self._final_obs else self._obs.new_empty((0, *self._obs.shape[2:]))
-        final_index = torch.tensor(self._final_index, dtype=torch.int64).reshape(-1, 2)
-        experience = Experience(
-            r.obs, r.actions, r.rewards, r.terminated, r.truncated, self.obs.clone(), final_obs, final_index, r.valid
-        )
-        acted = self._acted_versions if self.central else None
-        req = ExperiencePush(
-            rank=self.rank,
-            version=min(acted) if acted else self.version,
-            experience=experience.to("cpu"),
-            env_steps=c.rollout_len * c.envs_per_worker,
-            episode_returns=self._returns,
-            episode_lengths=self._lengths,
-            stats=self._time_stats(),
-            obs_stats=self._seen_obs_stats,
-            acted_versions=list(acted) if acted else None,
         )
         self._returns, self._lengths = [], []
         self._seen_obs_stats = None
@@ -232,10 +203,8 @@ class Worker:
     @torch.inference_mode()
     def collect(self) -> Rollout:
         T = self.cfg.worker.rollout_len
-        model = self.model
         recurrent, obs_stats, scaler = self.recurrent, self.obs_stats, self.reward_scaler
         self._final_values.zero_()
-        self._final_obs, self._final_index = [], []
         t_env = 0.0
         t0 = time.perf_counter()
         if obs_stats is not None:
@@ -243,16 +212,7 @@ class Worker:
         initial_state = self.state if recurrent else None
         for t in range(T):
             self._obs[t] = self.obs
-            if self.central:
-                actions = self._act_remotely(t)
-            else:
-                if recurrent:
-                    self._starts[t] = self.starts
-                    dist_inputs, values, self.state = model.step(self.obs, self.state, self.starts)
-                else:
-                    dist_inputs, values = model(self.obs)
-                actions = model.sample(dist_inputs)
-                self._values[t] = values
+            actions = self._act(t)
             self._actions[t] = actions
             te = time.perf_counter()
             obs, rewards, terminated, truncated, info = self.envs.step(action_to_env(actions, self.action_space))
@@ -274,10 +234,7 @@ class Worker:
             if recurrent:  # which envs begin an episode with the observation just returned
                 begun = ~self._valid[t] if self.next_step_autoreset else terminated | truncated
                 self.starts = self._to_device(begun)
-        if self.sends_experience:  # the learner values the experience itself
-            bootstrap = self._values[0]
-        else:
-            bootstrap = model.step(self.obs, self.state, self.starts)[1] if recurrent else model.value(self.obs)
+        bootstrap = self._bootstrap_value()
         if obs_stats is not None:
             seen = RunningMeanStd.of(self._raw_obs_buf.reshape(-1, *self._raw_obs_buf.shape[2:]))
             self._seen_obs_stats = seen if self._seen_obs_stats is None else self._seen_obs_stats.merge_(seen)
@@ -301,30 +258,39 @@ class Worker:
             valid,
         )
 
-    def _act_remotely(self, t: int) -> torch.Tensor:
-        """mode=central: the server's predictor chooses the actions for this step's observations."""
-        reply = self.store.act(self.rank, self.obs)
-        if reply.error is not None:
-            raise RuntimeError(f"the server rejected this worker's observations: {reply.error}")
-        if t == 0:
-            self._acted_versions = []
-        self._acted_versions.append(reply.version)
-        return reply.actions.to(self.device)
+    # Hooks that experience_worker.py overrides: how a step is acted and what is kept to value it.
+    def _build_model(self) -> torch.nn.Module | None:
+        return build_model(self.cfg, self.envs.single_observation_space, self.action_space)
+
+    def _act(self, t: int) -> torch.Tensor:
+        """Sample this step's actions (and record the values of its observations)."""
+        if self.recurrent:
+            self._starts[t] = self.starts
+            dist_inputs, values, self.state = self.model.step(self.obs, self.state, self.starts)
+        else:
+            dist_inputs, values = self.model(self.obs)
+        self._values[t] = values
+        return self.model.sample(dist_inputs)
+
+    def _bootstrap_value(self) -> torch.Tensor:
+        if self.recurrent:
+            return self.model.step(self.obs, self.state, self.starts)[1]
+        return self.model.value(self.obs)
+
+    def _record_time_limit_cuts(self, t: int, cut: torch.Tensor, final: torch.Tensor) -> None:
+        """Envs `cut` reached a time limit at step t: value their real final observations `final`."""
+        if self.recurrent:  # the state after step t is the one that would have read the final obs
+            state = tuple(s[cut] for s in self.state)
+            no_start = torch.zeros(cut.numel(), dtype=torch.bool, device=self.device)
+            self._final_values[t, cut] = self.model.step(final, state, no_start)[1]
+        else:
+            self._final_values[t, cut] = self.model.value(final)
 
     def _record_episode_ends(self, t: int, terminated: np.ndarray, truncated: np.ndarray, info: dict) -> None:
         cut = np.flatnonzero(truncated & ~terminated)
         if cut.size and not self.next_step_autoreset:
             final = self._observe(final_observations(info, cut))
-            idx = torch.from_numpy(cut).to(self.device)
-            if self.sends_experience:  # the learner values them
-                self._final_obs.append(final)
-                self._final_index += [(t, int(b)) for b in cut]
-            elif self.recurrent:  # the state after step t is the one that would have read the final obs
-                state = tuple(s[idx] for s in self.state)
-                no_start = torch.zeros(cut.size, dtype=torch.bool, device=self.device)
-                self._final_values[t, idx] = self.model.step(final, state, no_start)[1]
-            else:
-                self._final_values[t, idx] = self.model.value(final)
+            self._record_time_limit_cuts(t, torch.from_numpy(cut).to(self.device), final)
         rets, lens = finished_episodes(info)
         self._returns += rets
         self._lengths += lens

@@ -19,10 +19,10 @@ from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.distributed.liveness import WorkerMonitor
 from distributed_a3c.distributed.rpc import PeerLost
 from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
+from distributed_a3c.experience_worker import make_worker
 from distributed_a3c.predictor import BatchingPredictor
 from distributed_a3c.roster import WorkerRoster
 from distributed_a3c.trainer import Trainer, build_server, resume_source, server_device
-from distributed_a3c.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     device_map = {device: sdev} if device.type == "cuda" and sdev.type == "cuda" else None
     shards = cfg.server.shards
     store = rpc_edge.remote_store(shards, device, sdev, synchronous=cfg.mode == "sync")
-    worker = Worker(cfg, rank, store, device)
+    worker = make_worker(cfg, rank, store, device)
     rpc_edge.init(rank, world_size, cfg.rpc, device_map, shards)
     try:
         worker.run()

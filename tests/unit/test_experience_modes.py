@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from distributed_a3c.config import Config, EnvConfig, TrainConfig, WorkerConfig, validate
+from distributed_a3c.experience_worker import make_worker
 from distributed_a3c.messages import ExperiencePush, GradientPush
 from distributed_a3c.predictor import BatchingPredictor
 from distributed_a3c.rl.a2c import a2c_step
@@ -32,7 +33,7 @@ def _cfg(mode: str, env: EnvConfig | None = None) -> Config:
 @pytest.mark.parametrize("env", [EnvConfig(), TRUNCATING], ids=["next-step-autoreset", "time-limit-final-obs"])
 def test_the_learner_computes_the_gradient_the_worker_would_have(env):
     grad_worker = Worker(_cfg("grad", env), rank=1, store=None)
-    data_worker = Worker(_cfg("data", env), rank=1, store=None)
+    data_worker = make_worker(_cfg("data", env), rank=1, store=None)
     torch.testing.assert_close(grad_worker.flat.weights, data_worker.flat.weights)
     torch.manual_seed(0)
     rollout = grad_worker.collect()
@@ -57,7 +58,7 @@ def test_the_learner_computes_the_gradient_the_worker_would_have(env):
 
 
 def test_rollouts_side_by_side_are_valued_as_each_alone():
-    worker = Worker(_cfg("data", TRUNCATING), rank=1, store=None)
+    worker = make_worker(_cfg("data", TRUNCATING), rank=1, store=None)
     first, second = worker.prepare().experience.clone(), worker.prepare().experience.clone()
     both = evaluate(worker.model, concat([first, second]))
     alone = [evaluate(worker.model, e) for e in (first, second)]
@@ -69,7 +70,7 @@ def test_rollouts_side_by_side_are_valued_as_each_alone():
 def _server_and_push(mode: str = "data"):
     cfg = _cfg(mode, TRUNCATING)
     server = build_server(cfg, 0, 3, None)
-    worker = Worker(cfg, rank=1, store=server)
+    worker = make_worker(cfg, rank=1, store=server)
     worker.begin()
     return server, worker
 

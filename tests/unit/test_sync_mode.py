@@ -11,19 +11,19 @@ from torch import nn
 from distributed_a3c.config import Config, ConfigError, OptimConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.messages import GradientPush
 from distributed_a3c.optim import FlatOptimizer
-from distributed_a3c.server import ParameterServer
+from distributed_a3c.sync_server import SynchronousServer
 from distributed_a3c.trainer import run_serial
 
 NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)
 
 
-def _server() -> ParameterServer:
+def _server() -> SynchronousServer:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    return ParameterServer(model, OptimConfig(), ServerConfig(), NO_STOP, worker_ranks=range(1, 4))
+    return SynchronousServer(model, OptimConfig(), ServerConfig(), NO_STOP, worker_ranks=range(1, 4))
 
 
-def _grad(server: ParameterServer, seed: int) -> torch.Tensor:
+def _grad(server: SynchronousServer, seed: int) -> torch.Tensor:
     return torch.randn(server.num_params, generator=torch.Generator().manual_seed(seed))
 
 

@@ -221,3 +221,19 @@ def test_bench_server_negative_think_time_is_a_usage_error(make_env: Callable[..
     r = run_script([str(SCRIPTS / "bench_server.py"), "--think-ms", "-1"], timeout_s=60, make_env=make_env)
     assert r.returncode == 2
     assert "--think-ms must be >= 0, not -1" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(200)
+def test_bench_modes_runs_and_writes_json(tmp_path: Path, make_env: Callable[..., dict[str, str]]) -> None:
+    args = [str(SCRIPTS / "bench_modes.py"), "--modes", "central", "--seeds", "1", "--pong-minutes", "0"]
+    r = run_script([*args, "--plain", "--out-dir", str(tmp_path)], timeout_s=180, make_env=make_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "bench_modes.json").read_text())
+    assert (tmp_path / "modes.png").stat().st_size > 0 and res["pong"] == {}
+    [row] = res["cartpole"]["central"]
+    assert row["seed"] == 1 and isinstance(row["reached"], bool)
+    for key in ("launch_to_exit_s", "env_steps", "env_steps_per_s", "server_busy_fraction", "wire_bytes_per_env_step"):
+        assert positive(row[key]), (key, row)
+    assert finite(row["policy_lag_mean"]) and row["policy_lag_mean"] >= 0
+    bad = run_script([str(SCRIPTS / "bench_modes.py"), "--modes", "async"], timeout_s=60, make_env=make_env)
+    assert bad.returncode != 0 and "--modes async is invalid" in bad.stderr

@@ -64,12 +64,15 @@ def assert_finished_after_resuming(done: Finished, run_dir: Path, metrics_of: Ca
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["grad", "central"])
 def test_torchrun_restarts_a_killed_worker_and_resumes(
-    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of, make_env
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, ranks_of, metrics_of, make_env, mode: str
 ) -> None:
+    """mode=central: the predictor no longer waits for the killed worker; the restart resumes as in grad."""
     run_dir = tmp_path / "run"
     cmd = [venv_bin / "torchrun", "--standalone", "--nproc-per-node=3", "--max-restarts=2"]
-    cmd += ["-m", "distributed_a3c.train", *BUDGET, "logger.wandb.mode=offline", f"hydra.run.dir={run_dir}"]
+    cmd += ["-m", "distributed_a3c.train", f"mode={mode}", *BUDGET, "logger.wandb.mode=offline"]
+    cmd.append(f"hydra.run.dir={run_dir}")
     wandb_home = {f"WANDB_{kind}_DIR": str(tmp_path / "wandb_home" / kind) for kind in ("CONFIG", "CACHE", "DATA")}
     job = jobs.start(cmd, cwd=tmp_path, env=make_env(**wandb_home), name="torchrun")
     pids = wait_for_training(job, run_dir, ranks_of, metrics_of, ranks=3)

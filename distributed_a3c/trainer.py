@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -182,9 +183,23 @@ class Trainer:
         return self.wandb_sink.close() if self.wandb_sink else None
 
 
-def run_serial(cfg: Config, run_dir: Path, config_dict: dict[str, Any], workers: int = 1) -> dict[str, Any]:
+SERIAL_ORDERS = ("round-robin", "shuffled", "random")
+
+
+def run_serial(
+    cfg: Config, run_dir: Path, config_dict: dict[str, Any], workers: int = 1, order: str = "round-robin"
+) -> dict[str, Any]:
     """Server and `workers` workers in this process, no RPC: each worker in turn collects a rollout and
-    pushes its gradient; the same Trainer logs, checkpoints and stops. Returns the summary."""
+    pushes its gradient; the same Trainer logs, checkpoints and stops. Returns the summary.
+
+    `order` (mode=grad, data): who pushes next. `round-robin`: each worker once per round, always in rank
+    order; `shuffled`: each once per round, in an order drawn per round; `random`: any worker, drawn
+    each time (a worker may push several times in a row, as a fast one can over RPC). Draws are seeded
+    by `cfg.seed`: every order is deterministic for a seed.
+    """
+    if order not in SERIAL_ORDERS:
+        raise ValueError(f"order={order!r} is invalid: must be one of {', '.join(SERIAL_ORDERS)}")
+    draw = random.Random(cfg.seed)
     resumed_from, state = resume_source(cfg, run_dir, config_dict)
     world_size = 1 + workers
     server = build_server(cfg, 0, world_size, state)
@@ -198,8 +213,11 @@ def run_serial(cfg: Config, run_dir: Path, config_dict: dict[str, Any], workers:
             if cfg.mode == "sync":  # every worker pushes for this version, then one averaged step answers all
                 futures = [server.push_synchronous(w.prepare(), len(crew)) for w in crew]
                 replies = [w.finish(f.wait()) for w, f in zip(crew, futures, strict=True)]
+            elif order == "random":
+                replies = [draw.choice(crew).step()]
             else:
-                replies = [w.step() for w in crew]
+                turn = draw.sample(crew, len(crew)) if order == "shuffled" else crew
+                replies = [w.step() for w in turn]
     finally:
         for w in crew:
             w.envs.close()

@@ -4,9 +4,11 @@ round-robin, deterministic for a seed) to mean-100 >= 475, seeds 1-10. One line 
     .venv/bin/python scripts/bench_seeds_serial.py                          # the default recipe
     .venv/bin/python scripts/bench_seeds_serial.py algo.entropy_coef=0.01   # Hydra overrides
     SEEDS="1 9" .venv/bin/python scripts/bench_seeds_serial.py              # some seeds
+    ORDER=random .venv/bin/python scripts/bench_seeds_serial.py             # who pushes next: drawn
 
 The same seed gives the same env steps every time, so recipes compare without the run-to-run noise of
-the asynchronous job (scripts/bench_seeds.sh).
+the asynchronous job (scripts/bench_seeds.sh). ORDER (round-robin, shuffled, random: trainer.run_serial)
+replays the interleavings an asynchronous job can take, deterministically.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ def main(overrides: list[str]) -> None:
         cfg = OmegaConf.to_object(dcfg)
         with tempfile.TemporaryDirectory(prefix="a3c-serial-") as run_dir:
             t0 = time.perf_counter()
-            summary = run_serial(cfg, Path(run_dir), OmegaConf.to_container(dcfg, resolve=True), workers=2)
+            config_dict = OmegaConf.to_container(dcfg, resolve=True)
+            summary = run_serial(
+                cfg, Path(run_dir), config_dict, workers=2, order=os.environ.get("ORDER", "round-robin")
+            )
         elapsed = time.perf_counter() - t0
         print(f"seed={seed} {elapsed:.1f}s {summary['env_steps']} {summary['exit_reason']}", flush=True)
 

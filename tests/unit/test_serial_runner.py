@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from distributed_a3c.checkpoint import load_checkpoint
@@ -43,3 +44,20 @@ def test_serial_run_leaves_a_run_directory_and_a_restart_continues_it(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["global_step"] == again["env_steps"]  # appended to, not rewritten
     assert any(r["global_step"] <= summary["env_steps"] for r in rows)
+
+
+def test_serial_orders_are_deterministic_per_seed_and_differ_from_each_other(tmp_path):
+    cfg = _cfg(3000)
+    config_dict = OmegaConf.to_container(OmegaConf.structured(cfg))
+    runs = {}
+    for order in ("round-robin", "shuffled", "random", "random"):
+        run_dir = tmp_path / f"{order}-{len(runs)}"
+        run_dir.mkdir()
+        summary = run_serial(cfg, run_dir, config_dict, workers=2, order=order)
+        runs.setdefault(order, []).append(summary["pushes_per_rank"])
+    assert runs["random"][0] == runs["random"][1], "the same seed draws the same order"
+    for order in ("round-robin", "shuffled"):  # each worker once per round
+        counts = list(runs[order][0].values())
+        assert max(counts) - min(counts) <= 1, (order, counts)
+    with pytest.raises(ValueError, match="order='fifo' is invalid"):
+        run_serial(cfg, tmp_path, config_dict, workers=2, order="fifo")

@@ -70,7 +70,7 @@ def concat(batch: list[Experience]) -> Experience:
 
 
 @torch.no_grad()
-def evaluate(model, e: Experience) -> Rollout:
+def evaluate(model: torch.nn.Module, e: Experience) -> Rollout:
     """The rollout `e` with values from `model` (one forward pass over every observation it holds).
 
     `model` needs `value(obs [N, ...]) -> [N]` (models.py's feed-forward actor-critics).

@@ -34,20 +34,15 @@ class ExperienceWorker(Worker):
             r.obs, r.actions, r.rewards, r.terminated, r.truncated, self.obs.clone(), final_obs, final_index, r.valid
         )
         acted = self._acted_versions if self.central else None
-        req = ExperiencePush(
+        return ExperiencePush(
             rank=self.rank,
             version=min(acted) if acted else self.version,
             experience=experience.to("cpu"),
             env_steps=c.rollout_len * c.envs_per_worker,
-            episode_returns=self._returns,
-            episode_lengths=self._lengths,
             stats=self._time_stats(),
-            obs_stats=self._seen_obs_stats,
             acted_versions=acted,
+            **self._take_reports(),
         )
-        self._returns, self._lengths = [], []
-        self._seen_obs_stats = None
-        return req
 
     def _build_model(self) -> torch.nn.Module | None:
         return None if self.central else super()._build_model()

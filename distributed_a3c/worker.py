@@ -156,20 +156,25 @@ class Worker:
         grads = self.flat.grads
         if self.cfg.server.wire_dtype != "float32":
             grads = grads.to(WIRE_DTYPES[self.cfg.server.wire_dtype])
-        req = GradientPush(
+        return GradientPush(
             rank=self.rank,
             version=self.version,
             grads=grads,
             env_steps=c.rollout_len * c.envs_per_worker,
-            episode_returns=self._returns,
-            episode_lengths=self._lengths,
             stats=stats,
-            obs_stats=self._seen_obs_stats,
             shard_versions=self.shard_versions,
+            **self._take_reports(),
         )
-        self._returns, self._lengths = [], []
-        self._seen_obs_stats = None
-        return req
+
+    def _take_reports(self) -> dict:
+        """What this worker saw since its last push (finished episodes, observation moments), handed over."""
+        reports = {
+            "episode_returns": self._returns,
+            "episode_lengths": self._lengths,
+            "obs_stats": self._seen_obs_stats,
+        }
+        self._returns, self._lengths, self._seen_obs_stats = [], [], None
+        return reports
 
     # ----- rollout -----------------------------------------------------------------------------------
     def _alloc_rollout(self) -> None:

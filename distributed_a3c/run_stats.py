@@ -19,7 +19,10 @@ RETURN_WINDOW = 100
 class RunStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.start_time = time.monotonic()
+        self.attempt_start = time.monotonic()
+        self.start_time = self.attempt_start
+        """When training began, moved back by the training time of the checkpoint resumed from: elapsed time
+        and `train.max_minutes` count the whole run across restarts, not each attempt."""
         self.env_steps = 0
         self.episodes = 0
         self.returns: deque[float] = deque(maxlen=RETURN_WINDOW)
@@ -61,7 +64,12 @@ class RunStats:
             self._interval.rejected += 1
 
     def elapsed_s(self) -> float:
+        """Seconds of training, over every attempt of this run."""
         return time.monotonic() - self.start_time
+
+    def attempt_s(self) -> float:
+        """Seconds since this attempt started (the server's busy time is counted per attempt)."""
+        return time.monotonic() - self.attempt_start
 
     def mean_return(self) -> float:
         """Mean of the last 100 episode returns; -inf until 100 episodes have finished."""
@@ -100,7 +108,7 @@ class RunStats:
             now = time.monotonic()
             row = self._interval.drain(now, self.env_steps)
             rets, lens = list(self.returns), list(self.lengths)
-            elapsed = max(now - self.start_time, 1e-9)
+            attempt = max(now - self.attempt_start, 1e-9)
             row.update(
                 {
                     "global_step": self.env_steps,
@@ -109,8 +117,9 @@ class RunStats:
                     "server/pushes": sum(self.pushes_by_rank.values()),
                     "server/dropped_pushes": server_counters["dropped"],
                     "server/rejected_pushes": server_counters["rejected"],
-                    "server/busy_fraction": server_counters["busy_s"] / elapsed,
+                    "server/busy_fraction": server_counters["busy_s"] / attempt,
                     "time/wall_s": now - self.start_time,
+                    "time/attempt_s": attempt,
                 }
             )
         if rets:
@@ -123,7 +132,13 @@ class RunStats:
 
     def state_dict(self) -> dict:
         with self._lock:
-            return {"env_steps": self.env_steps, "episodes": self.episodes, "returns": list(self.returns)}
+            return {
+                "env_steps": self.env_steps,
+                "episodes": self.episodes,
+                "returns": list(self.returns),
+                "lengths": list(self.lengths),
+                "train_time_s": time.monotonic() - self.start_time,
+            }
 
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
@@ -131,6 +146,9 @@ class RunStats:
             self.episodes = int(state["episodes"])
             self.returns.clear()
             self.returns.extend(state["returns"])
+            self.lengths.clear()
+            self.lengths.extend(state.get("lengths", []))
+            self.start_time = self.attempt_start - float(state.get("train_time_s", 0.0))
 
 
 class StopPolicy:

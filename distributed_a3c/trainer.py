@@ -233,7 +233,7 @@ def _summary(
     stats = server.stats
     rets = list(stats.returns)
     shards = len(server.bounds)
-    wall = max(stats.elapsed_s(), 1e-9)
+    attempt = max(stats.attempt_s(), 1e-9)  # the busy-time counters start again with each attempt
     rss = {r: s.get("worker/max_rss_mb") for r, s in sorted(stats.last_stats.items())}
     worker_rss = {str(r): round(v, 1) for r, v in rss.items() if v is not None}
     counters = server.counters()
@@ -250,12 +250,17 @@ def _summary(
         "rejected_pushes": counters["rejected"],
         "staleness": stats.staleness_summary(),
         "policy_lag": stats.policy_lag_summary(),
-        "server_busy_fraction": round(counters["busy_s"] / wall, 4),
+        "server_busy_fraction": round(counters["busy_s"] / attempt, 4),
         "wire_bytes_per_env_step": round(
             sum(s["wire_bytes"] for s in [counters, *(other_shards or [])]) / max(stats.env_steps, 1), 1
         ),
         "shards": [
-            {"shard": k, "version": s["version"], "pushes": s["pushes"], "busy_fraction": round(s["busy_s"] / wall, 4)}
+            {
+                "shard": k,
+                "version": s["version"],
+                "pushes": s["pushes"],
+                "busy_fraction": round(s["busy_s"] / attempt, 4),
+            }
             for k, s in enumerate([server.shard_stats(), *(other_shards or [])])
         ],
         "peak_rss_mb_by_rank": {"0": round(peak_rss_mb(), 1), **worker_rss},

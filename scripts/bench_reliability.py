@@ -92,7 +92,7 @@ def measure_kill(scenario: str, procs: list[subprocess.Popen], run_dir: Path, vi
 
     def training_again() -> bool:
         r = rows(run_dir)
-        drops = [i for i in range(1, len(r)) if r[i]["time/wall_s"] < r[i - 1]["time/wall_s"]]
+        drops = [i for i in range(1, len(r)) if r[i]["time/attempt_s"] < r[i - 1]["time/attempt_s"]]
         return bool(drops) and any(x["global_step"] > ckpt for x in r[drops[-1] :])
 
     t_again = wait_until(training_again, 180, "no training after the restart")

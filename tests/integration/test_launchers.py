@@ -37,6 +37,7 @@ EVERY_ROW_KEYS = {
     "server/dropped_pushes",
     "server/rejected_pushes",
     "time/wall_s",
+    "time/attempt_s",
 }
 """In every metrics row, whether or not a push arrived in its interval."""
 DOCUMENTED_KEYS = EVERY_ROW_KEYS | {

@@ -53,13 +53,15 @@ def assert_finished_after_resuming(done: Finished, run_dir: Path, metrics_of: Ca
     resumed = [int(n) for n in re.findall(r"resumed from \S+ at (\d+) env steps", log_text)]
     assert resumed, f"the restart did not resume:\n{log_text[-3000:]}"
     rows = metrics_of(run_dir)
-    restart = next(i for i in range(1, len(rows)) if rows[i]["time/wall_s"] < rows[i - 1]["time/wall_s"])
+    restart = next(i for i in range(1, len(rows)) if rows[i]["time/attempt_s"] < rows[i - 1]["time/attempt_s"])
     before, after = rows[:restart], rows[restart:]
     assert after[0]["global_step"] >= resumed[0] > 0
     assert all(a["global_step"] <= b["global_step"] for a, b in zip(after, after[1:], strict=False))
     newest_possible_loss = before[-1]["time/wall_s"] - CHECKPOINT_INTERVAL_S - 0.5
     floor = max((r["global_step"] for r in before if r["time/wall_s"] <= newest_possible_loss), default=0)
     assert resumed[0] >= floor, f"resumed at {resumed[0]} env steps, but {floor} were logged before the last checkpoint"
+    # The clock went on from the checkpoint's training time; it did not start again at 0.
+    assert after[0]["time/wall_s"] >= newest_possible_loss > 0, (before[-1], after[0])
     assert "Gloo connectFullMesh failed" not in done.output
 
 

@@ -316,6 +316,25 @@ def test_stops_after_max_minutes():
     assert server.poll_stop() == "max_minutes"
 
 
+def test_training_time_and_max_minutes_count_the_whole_run_across_a_resume(tmp_path):
+    """A restarted or continued run's clock goes on from its checkpoint: `time/wall_s` and
+    `train.max_minutes` count training time over every attempt, not since the last start."""
+    budget = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=1.0)
+    first = _server(train=budget)
+    first.stats.start_time -= 40.0  # 40 s of training before the checkpoint
+    save_checkpoint(tmp_path / "ckpt.pt", first.state_dict())
+
+    resumed = _server(train=budget)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt"))
+    assert 40.0 <= resumed.stats.elapsed_s() < 45.0
+    assert resumed.stats.attempt_s() < 5.0
+    assert resumed.stats.snapshot(resumed.counters())["time/wall_s"] >= 40.0
+    assert resumed.poll_stop() is None
+    resumed.stats.attempt_start -= 21.0  # 21 s into this attempt: 61 s in all
+    resumed.stats.start_time -= 21.0
+    assert resumed.poll_stop() == "max_minutes"
+
+
 # ----- checkpoints -----------------------------------------------------------------------------------------------
 
 
@@ -337,6 +356,7 @@ def test_state_dict_round_trip_through_a_checkpoint(tmp_path):
         == (3, 30, 6)
     )
     assert list(b.stats.returns) == list(a.stats.returns)
+    assert list(b.stats.lengths) == list(a.stats.lengths) == [3, 4] * 3
     # The optimizer state came back too: the same next gradient gives bit-identical weights.
     g = _grad(a, 99)
     _push(a, g)

@@ -95,8 +95,10 @@ class OptimConfig:
     """Denominator epsilon of Adam / RMSprop."""
     alpha: float = 0.99
     """RMSprop smoothing constant."""
-    beta1: float = 0.9
-    """Adam first-moment decay."""
+    beta1: float = 0.0
+    """Adam first-moment decay (momentum): the CartPole preset's 0.0; `optim/adam.yaml` sets Adam's usual 0.9.
+    Asynchronous pushes already act as momentum; adding Adam's caused CartPole's slow seeds
+    (docs/BENCHMARKS.md, "Where the tail comes from")."""
     beta2: float = 0.999
     """Adam second-moment decay."""
 
@@ -185,7 +187,8 @@ class TrainConfig:
     target_return: float | None = 475.0
     """Stop once the mean return of the last 100 episodes reaches this; null disables."""
     max_minutes: float | None = 10.0
-    """Stop after this much wall time; null disables."""
+    """Stop after this many minutes of training; null disables. A resumed run counts the minutes of the
+    checkpoint it continues from (restarts do not reset the budget)."""
     log_interval_s: float = 1.0
     """Seconds between metric rows (console, metrics.jsonl, W&B)."""
     checkpoint_interval_s: float = 60.0

@@ -34,6 +34,15 @@ def config_from_checkpoint(state: dict) -> Config:
     return cfg
 
 
+def load_policy(state: dict, cfg: Config, env) -> tuple[torch.nn.Module, RunningMeanStd | None]:
+    """The checkpoint's model (eval mode) for `env`'s spaces, and its observation statistics if it kept any."""
+    model = build_model(cfg, env.observation_space, env.action_space)
+    model.load_state_dict(state["model"])
+    model.eval()
+    obs_stats = RunningMeanStd.from_state_dict(state["obs_stats"]) if state.get("obs_stats") else None
+    return model, obs_stats
+
+
 def greedy_action(model: torch.nn.Module, dist_inputs: torch.Tensor) -> torch.Tensor:
     return dist_inputs if getattr(model, "continuous", False) else dist_inputs.argmax(-1)
 
@@ -53,10 +62,7 @@ def evaluate(
         import gymnasium as gym
 
         env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda _: True, disable_logger=True)
-    model = build_model(cfg, env.observation_space, env.action_space)
-    model.load_state_dict(state["model"])
-    model.eval()
-    obs_stats = RunningMeanStd.from_state_dict(state["obs_stats"]) if state.get("obs_stats") else None
+    model, obs_stats = load_policy(state, cfg, env)
     recurrent = model.is_recurrent
     torch.manual_seed(seed)
     returns: list[float] = []

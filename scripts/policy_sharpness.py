@@ -17,8 +17,7 @@ import torch
 
 from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.envs import make_env_fn
-from distributed_a3c.evaluate import config_from_checkpoint
-from distributed_a3c.models import build_model
+from distributed_a3c.evaluate import config_from_checkpoint, load_policy
 
 
 @torch.inference_mode()
@@ -32,18 +31,17 @@ def main() -> None:
     state = load_run_checkpoint(args.path / "checkpoint.pt" if args.path.is_dir() else args.path)
     cfg = config_from_checkpoint(state)
     env = make_env_fn(cfg.env)()
-    model = build_model(cfg, env.observation_space, env.action_space)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model, obs_stats = load_policy(state, cfg, env)
     groups = torch.tensor([int(g) for g in args.groups.split(",")]) if args.groups else None
     torch.manual_seed(args.seed)
     obs, _ = env.reset(seed=args.seed)
     top, entropy, other_group = [], [], 0
     for _ in range(args.states):
-        logits, _ = model(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
+        x = obs_stats.normalize(obs) if obs_stats is not None else np.asarray(obs)
+        logits, _ = model(torch.as_tensor(x).unsqueeze(0))
         probs = logits.softmax(-1)[0]
         top.append(float(probs.max()))
-        entropy.append(float(-(probs * probs.clamp_min(1e-12).log()).sum()))
+        entropy.append(float(model.distribution(logits).entropy()[0]))
         if groups is not None:
             summed = torch.zeros(int(groups.max()) + 1).index_add_(0, groups, probs)
             other_group += int(groups[probs.argmax()] != summed.argmax())

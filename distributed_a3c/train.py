@@ -22,9 +22,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from distributed_a3c.config import Config, ConfigError
-from distributed_a3c.config_rules import unused_options
-from distributed_a3c.env_checks import validate_all
+from distributed_a3c.config import Config, ConfigError, unused_options
+from distributed_a3c.envs import validate_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PROG = "a3c-train"

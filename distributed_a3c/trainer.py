@@ -32,17 +32,11 @@ from distributed_a3c.checkpoint import (
     mismatch,
     save_checkpoint,
 )
-from distributed_a3c.config import Config, ConfigError
-from distributed_a3c.config_rules import EXPERIENCE_MODES
-from distributed_a3c.experience_worker import make_worker
-from distributed_a3c.learner import ExperienceServer
+from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
-from distributed_a3c.roster import WorkerRoster
-from distributed_a3c.server import ParameterServer
-from distributed_a3c.sync_server import SynchronousServer
-from distributed_a3c.validation import ExperienceSpec
-from distributed_a3c.worker import peak_rss_mb
+from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
+from distributed_a3c.worker import make_worker, peak_rss_mb
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from distributed_a3c.distributed import rpc as rpc_edge
-from distributed_a3c.roster import WorkerRoster
+from distributed_a3c.server import WorkerRoster
 
 log = logging.getLogger(__name__)
 

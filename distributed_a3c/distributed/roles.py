@@ -19,10 +19,9 @@ from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.distributed.liveness import WorkerMonitor
 from distributed_a3c.distributed.rpc import PeerLost
 from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
-from distributed_a3c.experience_worker import make_worker
-from distributed_a3c.predictor import BatchingPredictor
-from distributed_a3c.roster import WorkerRoster
+from distributed_a3c.server import BatchingPredictor, WorkerRoster
 from distributed_a3c.trainer import Trainer, build_server, resume_source, server_device
+from distributed_a3c.worker import make_worker
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,7 @@ from distributed_a3c.config import RpcConfig
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed.netif import interface_for
 from distributed_a3c.messages import ActionReply, ExperiencePush, GradientPush, ParameterStore, WeightsReply
-from distributed_a3c.predictor import BatchingPredictor
-from distributed_a3c.server import ParameterServer
-from distributed_a3c.sharding import ShardedParameterStore
+from distributed_a3c.server import BatchingPredictor, ParameterServer, ShardedParameterStore
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_a3c.atari import EXTRA_HINT, AtariDependencyError
 from distributed_a3c.config import (
     AtariConfig,
     Config,
@@ -22,8 +21,8 @@ from distributed_a3c.config import (
     WorkerConfig,
     validate,
 )
-from distributed_a3c.env_checks import all_errors
-from distributed_a3c.envs import final_observations, finished_episodes, make_env_fn, make_vector_env
+from distributed_a3c.envs import all_errors, final_observations, finished_episodes, make_env_fn, make_vector_env
+from distributed_a3c.envs.atari import EXTRA_HINT, AtariDependencyError
 from distributed_a3c.models import CNNActorCritic, UnsupportedSpaceError, build_policy
 
 pytest.importorskip("ale_py")  # a guard only: the test environment installs the atari extra

@@ -13,8 +13,7 @@ import torch
 
 from distributed_a3c.checkpoint import load_checkpoint
 from distributed_a3c.config import Config
-from distributed_a3c.env_checks import all_errors
-from distributed_a3c.envs import make_env_fn
+from distributed_a3c.envs import all_errors, make_env_fn
 from distributed_a3c.models import UnsupportedSpaceError, build_model, build_policy
 from distributed_a3c.server import ParameterServer
 from distributed_a3c.train import precheck

@@ -82,37 +82,21 @@ def lazy():
 
 def test_files_were_found():
     rel = {str(p.relative_to(PACKAGE)) for p in FILES}
-    assert {"server.py", "worker.py", "train.py", "rl/returns.py", "rl/losses.py", "rl/grads.py"} <= rel
+    assert {"server/params.py", "worker/gradient.py", "train.py", "rl/returns.py", "config/schema.py"} <= rel
     assert any(r.startswith("distributed/") for r in rel)
 
 
-# The layers the README draws, lowest first. A module may import its own layer and the ones below it.
+# The layers, lowest first. A module may import its own layer and the ones below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("config", ("distributed_a3c.config", "distributed_a3c.config_rules")),
     ("rl: the algorithm, pure torch", ("distributed_a3c.rl",)),
+    ("config", ("distributed_a3c.config",)),
+    ("envs", ("distributed_a3c.envs",)),
     (
-        "envs",
-        ("distributed_a3c.atari", "distributed_a3c.atari_vector", "distributed_a3c.envs", "distributed_a3c.env_checks"),
+        "models, messages, metrics, checkpoints",
+        ("distributed_a3c.models", "distributed_a3c.messages", "distributed_a3c.metrics", "distributed_a3c.checkpoint"),
     ),
-    ("models", ("distributed_a3c.models",)),
-    (
-        "parameter server and its parts",
-        (
-            "distributed_a3c.messages",
-            "distributed_a3c.optim",
-            "distributed_a3c.sharding",
-            "distributed_a3c.validation",
-            "distributed_a3c.run_stats",
-            "distributed_a3c.server",
-            "distributed_a3c.learner",
-            "distributed_a3c.sync_server",
-            "distributed_a3c.predictor",
-            "distributed_a3c.roster",
-            "distributed_a3c.checkpoint",
-            "distributed_a3c.metrics",
-        ),
-    ),
-    ("worker", ("distributed_a3c.worker", "distributed_a3c.experience_worker")),
+    ("server: the parameter server and its parts", ("distributed_a3c.server",)),
+    ("worker", ("distributed_a3c.worker",)),
     ("trainer: the run lifecycle", ("distributed_a3c.trainer",)),
     ("edge: RPC, torchrun, signals", ("distributed_a3c.distributed",)),
     ("entry points", ("distributed_a3c.train", "distributed_a3c.evaluate")),
@@ -125,21 +109,13 @@ OUTSIDE = {
     "omegaconf": ("distributed_a3c.train", "distributed_a3c.evaluate"),
     "wandb": ("distributed_a3c.metrics",),
     "gymnasium": (
-        "distributed_a3c.atari",
-        "distributed_a3c.atari_vector",
         "distributed_a3c.envs",
-        "distributed_a3c.env_checks",
         "distributed_a3c.models",
         "distributed_a3c.worker",
         "distributed_a3c.trainer",
         "distributed_a3c.evaluate",
     ),
-    "ale_py": (
-        "distributed_a3c.atari",
-        "distributed_a3c.atari_vector",
-        "distributed_a3c.envs",
-        "distributed_a3c.env_checks",
-    ),
+    "ale_py": ("distributed_a3c.envs",),
 }
 
 
@@ -155,18 +131,92 @@ def test_every_module_has_a_layer():
     assert unplaced in ([], ["distributed_a3c"]), unplaced
 
 
-def test_imports_point_down_the_layers():
+def upward_imports(imports: dict[str, set[str]]) -> list[str]:
+    """Each import of a module in a higher layer than the importer's, as one line."""
     upward = []
-    for path in FILES:
-        module = _module_name(path)
+    for module, names in sorted(imports.items()):
         own = _layer_of(module)
         if own is None:
             continue
-        for name in sorted(_imports(path)):
+        for name in sorted(names):
             target = _layer_of(name)
             if target is not None and target > own:
                 upward.append(f"{module} ({LAYERS[own][0]}) imports {name} ({LAYERS[target][0]})")
-    assert upward == []
+    return upward
+
+
+def import_cycles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles among `imports`' modules (module -> the package modules it names), each as a
+    list of modules, one per strongly connected component of more than one module or a self-import.
+
+    `from pkg import name` names `pkg` and, if it is a module, `pkg.name`; a package's `__init__` is its
+    own module, so a submodule importing its package's public face from inside it is a cycle.
+    """
+    graph = {m: sorted(n for n in names if n in imports) for m, names in imports.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def _package_imports() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in FILES}
+
+
+def test_imports_point_down_the_layers():
+    assert upward_imports(_package_imports()) == []
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    assert import_cycles(_package_imports()) == []
+
+
+def test_the_checks_catch_a_wrong_arrow_and_a_cycle():
+    """The two checks above, on made-up import graphs: each must see what it is for."""
+    wrong_arrow = {"distributed_a3c.server.params": {"distributed_a3c.worker.gradient"}}
+    assert upward_imports(wrong_arrow) == [
+        "distributed_a3c.server.params (server: the parameter server and its parts) imports "
+        "distributed_a3c.worker.gradient (worker)"
+    ]
+    # config.rules -> config (the package's public face) -> config.rules: the cycle this layout removed.
+    cycle = {
+        "distributed_a3c.config": {"distributed_a3c.config.rules", "distributed_a3c.config.schema"},
+        "distributed_a3c.config.rules": {"distributed_a3c.config"},
+        "distributed_a3c.config.schema": set(),
+        "distributed_a3c.rl.returns": {"distributed_a3c.rl.returns"},
+    }
+    assert import_cycles(cycle) == [
+        ["distributed_a3c.config", "distributed_a3c.config.rules"],
+        ["distributed_a3c.rl.returns"],
+    ]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
 @pytest.mark.parametrize("package", sorted(OUTSIDE))

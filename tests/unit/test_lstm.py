@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import distributed_a3c.worker as worker_module
+import distributed_a3c.worker.gradient as worker_module
 from distributed_a3c.config import Config, OptimConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.models import LSTMActorCritic, build_model, build_policy
 from distributed_a3c.server import ParameterServer

@@ -12,8 +12,7 @@ from omegaconf import OmegaConf
 
 import distributed_a3c.train as train  # registers `config_schema` in Hydra's ConfigStore
 from distributed_a3c.checkpoint import load_checkpoint
-from distributed_a3c.config import Config, validate
-from distributed_a3c.config_rules import MODES
+from distributed_a3c.config import MODES, Config, validate
 from distributed_a3c.trainer import run_serial
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

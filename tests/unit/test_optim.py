@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from distributed_a3c.config import OptimConfig
-from distributed_a3c.optim import FlatOptimizer
+from distributed_a3c.server.optim import FlatOptimizer
 
 CONFIGS = {
     "adam": OptimConfig(name="adam", lr=3e-3, eps=1e-5, beta1=0.8, beta2=0.99),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from distributed_a3c.roster import WorkerRoster
+from distributed_a3c.server import WorkerRoster
 
 
 def test_a_lost_worker_is_reported_once_and_no_longer_watched():

@@ -17,7 +17,7 @@ from distributed_a3c.config import (
 )
 from distributed_a3c.messages import GradientPush
 from distributed_a3c.server import ParameterServer
-from distributed_a3c.sharding import (
+from distributed_a3c.server.sharding import (
     ShardedParameterStore,
     merge_optimizer_states,
     shard_bounds,

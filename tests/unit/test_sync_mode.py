@@ -10,8 +10,8 @@ from torch import nn
 
 from distributed_a3c.config import Config, ConfigError, OptimConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.messages import GradientPush
-from distributed_a3c.optim import FlatOptimizer
-from distributed_a3c.sync_server import SynchronousServer
+from distributed_a3c.server import SynchronousServer
+from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.trainer import run_serial
 
 NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)

@@ -12,7 +12,7 @@ import torch
 from distributed_a3c.config import Config
 from distributed_a3c.messages import ExperiencePush, ParameterStore
 from distributed_a3c.rl.experience import Experience
-from distributed_a3c.worker import Worker
+from distributed_a3c.worker.gradient import Worker
 
 
 class ExperienceWorker(Worker):

@@ -1,6 +1,6 @@
 """The rules between configuration values, read group by group; every broken rule is one line.
 
-`config.validate` raises them all at once; env_checks.py adds the rules that need gymnasium.
+`validate` raises them all at once; envs/checks.py adds the rules that need gymnasium.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from distributed_a3c.config import Config, EnvConfig
+    from distributed_a3c.config.schema import Config, EnvConfig
 
 MODELS = ("mlp", "cnn", "lstm")
 CONVS = ("nature", "a3c")
@@ -25,6 +25,18 @@ EXPERIENCE_MODES = ("data", "central")
 """Modes in which the server learns from rollouts (the workers send experience, not gradients)."""
 
 
+class ConfigError(ValueError):
+    """One or more configuration values break a rule; the message lists each of them."""
+
+
+def validate(cfg: Config) -> Config:
+    """Raise ConfigError listing every broken rule; return `cfg` unchanged when it is valid."""
+    errors = config_errors(cfg)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return cfg
+
+
 def _check(errors: list[str], ok: bool, key: str, value: object, allowed: str) -> None:
     if not ok:
         errors.append(f"{key}={value!r} is invalid: must be {allowed}")
@@ -37,8 +49,8 @@ def _choice(errors: list[str], key: str, value: str, allowed: tuple[str, ...]) -
 def config_errors(cfg: Config) -> list[str]:
     """Every broken rule in `cfg`, one line each, read group by group (empty when the config is valid).
 
-    Whether the env exists and its optional packages are installed is env_checks.py's to say (it
-    imports gymnasium): `env_checks.all_errors` reports both at once.
+    Whether the env exists and its optional packages are installed is envs/checks.py's to say (it
+    imports gymnasium): `envs.checks.all_errors` reports both at once.
     """
     e: list[str] = []
     for group_errors in (_env_errors, _model_errors, _optim_errors, _algo_errors, _worker_errors):

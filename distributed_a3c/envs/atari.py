@@ -8,8 +8,8 @@ clipped to their sign for the loss, optionally a lost life as a terminal for the
 Backends (`env.backend`):
   gymnasium   gymnasium's own wrappers (AtariPreprocessing, FrameStackObservation, RecordEpisodeStatistics,
               TransformReward) around `ALE/<Game>-v5` with frameskip=1, in a Sync/Async vector env.
-  ale_vector  ale_py's threaded C++ AtariVectorEnv (same preprocessing in C++), adapted in atari_vector.py.
-  envpool     envpool's C++ pool, adapted in atari_vector.py (optional: `pip install envpool`).
+  ale_vector  ale_py's threaded C++ AtariVectorEnv (same preprocessing in C++), adapted in native.py.
+  envpool     envpool's C++ pool, adapted in native.py (optional: `pip install envpool`).
 
 Every backend gives what the worker relies on: uint8 observations [N, stack, size, size]; SAME_STEP
 autoreset (the obs after an episode end is the next episode's first one, the real last one is in

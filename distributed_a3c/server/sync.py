@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from distributed_a3c.messages import GradientPush, WeightsReply
-from distributed_a3c.server import ParameterServer
+from distributed_a3c.server.params import ParameterServer
 
 
 class SynchronousServer(ParameterServer):

@@ -20,8 +20,8 @@ from distributed_a3c.messages import ActionReply, ExperiencePush, WeightsReply
 from distributed_a3c.rl.a2c import A2CHyperparameters, a2c_step
 from distributed_a3c.rl.experience import concat, evaluate
 from distributed_a3c.rl.grads import clip_grad_norm_
-from distributed_a3c.server import ParameterServer
-from distributed_a3c.validation import ExperienceSpec, observations_error
+from distributed_a3c.server.params import ParameterServer
+from distributed_a3c.server.validation import ExperienceSpec, observations_error
 
 log = logging.getLogger(__name__)
 

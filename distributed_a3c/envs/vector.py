@@ -18,9 +18,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from distributed_a3c.atari import is_atari, make_atari_env
-from distributed_a3c.atari_vector import make_native_vector_env
 from distributed_a3c.config import EnvConfig
+from distributed_a3c.envs.atari import is_atari, make_atari_env
+from distributed_a3c.envs.native import make_native_vector_env
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Typed configuration for every group in `conf/`.
 
 Plain dataclasses: Hydra registers them as schemas in `train.py` (so a typo'd key or a wrongly typed
-value fails at composition), and `validate` checks the rules between values, reporting every broken
-rule at once. Nothing here imports Hydra or torch.distributed. The defaults are the default job's
+value fails at composition), and `rules.validate` checks the rules between values, reporting every
+broken rule at once. Nothing here imports Hydra or torch.distributed. The defaults are the default job's
 (`conf/config.yaml` composed with no overrides): `Config()` is what `a3c-train` runs.
 """
 
@@ -10,12 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-from distributed_a3c.config_rules import config_errors
-
-
-class ConfigError(ValueError):
-    """One or more configuration values break a rule; the message lists each of them."""
 
 
 @dataclass
@@ -255,11 +249,3 @@ class Config:
     """Base seed; each worker seeds its envs with seed + 1000 * rank + env index."""
     name: str = "a3c"
     """Run name, used for W&B and the summary line."""
-
-
-def validate(cfg: Config) -> Config:
-    """Raise ConfigError listing every broken rule; return `cfg` unchanged when it is valid."""
-    errors = config_errors(cfg)
-    if errors:
-        raise ConfigError("; ".join(errors))
-    return cfg

@@ -1,6 +1,6 @@
 """The parameter server: master weights, one shared optimizer, versions; it applies pushed gradients.
 
-This is mode=grad's (A3C: each gradient applied as it arrives); sync_server.py (one averaged step per
+This is mode=grad's (A3C: each gradient applied as it arrives); sync.py (one averaged step per
 weight version) and learner.py (mode=data and central: it learns from pushed experience) build on it.
 
 Callable in-process (tests, the serial runner) or behind RPC (`distributed/`), which calls `push` from
@@ -21,12 +21,12 @@ from torch import nn
 
 from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import WIRE_DTYPES, GradientPush, WeightsReply, completed
-from distributed_a3c.optim import FlatOptimizer
 from distributed_a3c.rl.grads import flatten_parameters_
 from distributed_a3c.rl.normalize import RunningMeanStd
-from distributed_a3c.run_stats import RunStats, StopPolicy
-from distributed_a3c.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
-from distributed_a3c.validation import ExperienceSpec, gradient_error, push_error
+from distributed_a3c.server.optim import FlatOptimizer
+from distributed_a3c.server.run_stats import RunStats, StopPolicy
+from distributed_a3c.server.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
+from distributed_a3c.server.validation import ExperienceSpec, gradient_error, push_error
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class ParameterServer:
             }
 
     def snapshot(self) -> dict[str, float]:
-        """The lead's metrics since the previous snapshot, keyed by the names documented in the README."""
+        """The lead's metrics since the previous snapshot, keyed by the names documented in docs/METRICS.md."""
         assert self.stats is not None, "only the lead shard keeps the run's statistics"
         return self.stats.snapshot(self.counters())
 

@@ -12,8 +12,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from distributed_a3c.atari import AtariDependencyError, is_atari, max_frames, spec_kwargs
 from distributed_a3c.config import EnvConfig
+from distributed_a3c.envs.atari import AtariDependencyError, is_atari, max_frames, spec_kwargs
 
 
 # ----- native backends: the same contract on top of a C++ vector env ------------------------------------

@@ -1,4 +1,4 @@
-"""The run's statistics under the README's metric names, and the policy that says when training stops.
+"""The run's statistics under the metric names of docs/METRICS.md, and the policy that says when training stops.
 
 Both belong to the lead parameter server (shard 0), which feeds them every valid push; the other shards
 only apply gradients. Thread-safe: pushes arrive on several RPC threads while the run loop reads.

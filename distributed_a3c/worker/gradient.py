@@ -1,7 +1,7 @@
 """A worker: pull weights -> collect an n-step rollout -> compute the A2C gradient -> push it.
 
 The worker talks to a `ParameterStore`; it never sees RPC. Tests hand it the in-process server, a
-distributed run a remote store. mode=data and mode=central push experience instead (experience_worker.py).
+distributed run a remote store. mode=data and mode=central push experience instead (experience.py).
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ class Worker:
             valid,
         )
 
-    # Hooks that experience_worker.py overrides: how a step is acted and what is kept to value it.
+    # Hooks that experience.py overrides: how a step is acted and what is kept to value it.
     def _build_model(self) -> torch.nn.Module | None:
         return build_model(self.cfg, self.envs.single_observation_space, self.action_space)
 

@@ -1,5 +1,5 @@
 """Config rules that need gymnasium: the env id is registered, its optional packages are installed, it has
-the batched implementation `env.vectorization=vector` asks for. With config.py's own rules, every broken
+the batched implementation `env.vectorization=vector` asks for. With config/rules.py's own rules, every broken
 rule at once (`all_errors`, `validate_all`)."""
 
 from __future__ import annotations

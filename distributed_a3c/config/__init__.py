@@ -1,0 +1,55 @@
+"""The job's configuration: typed dataclasses for every group of `conf/` and the rules between values.
+
+- `schema.py`: `Config` and one dataclass per group (`EnvConfig`, `ModelConfig`, `OptimConfig`, ...);
+  their defaults are the default job's.
+- `rules.py`: `validate` / `config_errors` (every broken rule at once, one line each, `ConfigError`),
+  the allowed names (`MODES`, `EXPERIENCE_MODES`, ...) and `unused_options` (options the mode ignores).
+
+No Hydra here (train.py registers the schema); the rules that need gymnasium are in `envs/checks.py`.
+"""
+
+from distributed_a3c.config.rules import (
+    EXPERIENCE_MODES,
+    MODES,
+    ConfigError,
+    config_errors,
+    unused_options,
+    validate,
+)
+from distributed_a3c.config.schema import (
+    AlgoConfig,
+    AtariConfig,
+    CentralConfig,
+    Config,
+    EnvConfig,
+    LoggerConfig,
+    ModelConfig,
+    OptimConfig,
+    RpcConfig,
+    ServerConfig,
+    TrainConfig,
+    WandbConfig,
+    WorkerConfig,
+)
+
+__all__ = [
+    "EXPERIENCE_MODES",
+    "MODES",
+    "AlgoConfig",
+    "AtariConfig",
+    "CentralConfig",
+    "Config",
+    "ConfigError",
+    "EnvConfig",
+    "LoggerConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RpcConfig",
+    "ServerConfig",
+    "TrainConfig",
+    "WandbConfig",
+    "WorkerConfig",
+    "config_errors",
+    "unused_options",
+    "validate",
+]

@@ -97,7 +97,7 @@ def test_bench_runs_and_writes_json(tmp_path: Path, make_env: Callable[..., dict
     out, png = tmp_path / "bench.json", tmp_path / "scaling.png"
     r = run_script(
         [
-            str(SCRIPTS / "bench.py"),
+            str(SCRIPTS / "bench_throughput.py"),
             "--seconds",
             "2",
             "--workers",

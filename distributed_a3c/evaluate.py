@@ -21,6 +21,7 @@ from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.envs import make_env_fn
 from distributed_a3c.models import action_to_env, build_model
+from distributed_a3c.policy_eval import greedy_action
 from distributed_a3c.rl.normalize import RunningMeanStd
 
 PROG = "a3c-eval"
@@ -41,10 +42,6 @@ def load_policy(state: dict, cfg: Config, env) -> tuple[torch.nn.Module, Running
     model.eval()
     obs_stats = RunningMeanStd.from_state_dict(state["obs_stats"]) if state.get("obs_stats") else None
     return model, obs_stats
-
-
-def greedy_action(model: torch.nn.Module, dist_inputs: torch.Tensor) -> torch.Tensor:
-    return dist_inputs if getattr(model, "continuous", False) else dist_inputs.argmax(-1)
 
 
 @torch.inference_mode()

@@ -35,6 +35,7 @@ from distributed_a3c.checkpoint import (
 from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
+from distributed_a3c.policy_eval import PeriodicEvaluator
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
 from distributed_a3c.worker import make_worker, peak_rss_mb
 
@@ -104,7 +105,8 @@ def resume_source(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> tu
 
 class Trainer:
     """The lead's side of a run. `other_shards(stop)` fetches the other server shards' states (none
-    unsharded); `roster` knows which workers live."""
+    unsharded); `roster` knows which workers live. `background_eval`: evaluations (eval.*) play on a
+    thread of their own instead of inside `tick`."""
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class Trainer:
         roster: WorkerRoster,
         resumed_from: Path | None = None,
         other_shards: Callable[[bool], list[dict]] = lambda stop: [],
+        background_eval: bool = True,
     ) -> None:
         self.cfg, self.run_dir, self.config_dict = cfg, run_dir, config_dict
         self.server, self.roster, self.other_shards = server, roster, other_shards
@@ -130,12 +133,20 @@ class Trainer:
         if cfg.logger.progress:
             self.sinks.append(ProgressSink(cfg.train.total_env_steps))
         self.hub = MetricsHub(self.sinks)
+        self.evaluator = None
+        if cfg.eval.interval_env_steps > 0:
+            stats = server.stats
+            self.evaluator = PeriodicEvaluator(cfg, background_eval, len(stats.evaluations), stats.env_steps)
         now = time.monotonic()
         self._next_log = now + cfg.train.log_interval_s
         self._next_checkpoint = now + cfg.train.checkpoint_interval_s
 
     def tick(self) -> str | None:
-        """Log and checkpoint when due; the stop reason once training is over, else None."""
+        """Evaluate, log and checkpoint when due; the stop reason once training is over, else None."""
+        if self.evaluator is not None:
+            for result in self.evaluator.poll(self.server.stats.env_steps, self._eval_snapshot):
+                self.server.stats.record_eval(result.global_step, result.mean_return, result.seconds)
+                self.hub.log(result.row())
         now = time.monotonic()
         if now >= self._next_log:
             self.hub.log(self.row())
@@ -144,6 +155,14 @@ class Trainer:
             self.save(self.other_shards(False))
             self._next_checkpoint = now + self.cfg.train.checkpoint_interval_s
         return self.server.poll_stop()
+
+    def _eval_snapshot(self) -> tuple[int, torch.Tensor, Any]:
+        """The lead's weights to evaluate; a sharded lead's other slices come from their shards."""
+        version, weights, obs_stats = self.server.weights_snapshot()
+        if len(self.server.bounds) > 1:
+            for state, (lo, hi) in zip(self.other_shards(False), self.server.bounds[1:], strict=True):
+                weights[lo:hi] = state["weights"]
+        return version, weights, obs_stats
 
     def row(self) -> dict[str, float]:
         return {**self.server.snapshot(), "server/workers_alive": self.roster.alive}
@@ -160,6 +179,8 @@ class Trainer:
         except Exception as e:  # a shard rank is gone: keep the last complete checkpoint
             log.error("could not reach every parameter-server shard (%s); checkpoint not updated", e)
             final_shards = None
+        if self.evaluator is not None:
+            self.evaluator.close()
         if final_shards is not None:
             self.save(final_shards)
         self.hub.log(self.row())
@@ -167,6 +188,7 @@ class Trainer:
             if sink is not self.wandb_sink:
                 sink.close()
         summary = _summary(self.server, world_size, final_shards, self.roster)
+        summary["eval"] = self.server.stats.eval_summary(self.cfg.train.target_return)
         _write_json(self.run_dir / "summary.json", summary)
         self.meta.update(end_time=_now(), exit_reason=summary["exit_reason"], hosts=hosts or self.meta["hosts"])
         _write_json(self.run_dir / "meta.json", self.meta)
@@ -199,7 +221,7 @@ def run_serial(
     server = build_server(cfg, 0, world_size, state)
     torch.set_num_threads(cfg.worker.torch_threads)
     roster = WorkerRoster(range(1, world_size))
-    trainer = Trainer(cfg, run_dir, config_dict, server, roster, resumed_from)
+    trainer = Trainer(cfg, run_dir, config_dict, server, roster, resumed_from, background_eval=False)
     crew = [make_worker(cfg, rank, server) for rank in range(1, world_size)]
     try:
         replies = [w.begin() for w in crew]

@@ -21,6 +21,7 @@ SERVER_DEVICES = ("cpu", "cuda", "auto")
 WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 RPC_TRANSPORTS = ("shm", "uv", "ibv")
 MODES = ("grad", "data", "sync", "central")
+TARGET_SOURCES = ("train", "eval")
 EXPERIENCE_MODES = ("data", "central")
 """Modes in which the server learns from rollouts (the workers send experience, not gradients)."""
 
@@ -55,7 +56,7 @@ def config_errors(cfg: Config) -> list[str]:
     e: list[str] = []
     for group_errors in (_env_errors, _model_errors, _optim_errors, _algo_errors, _worker_errors):
         group_errors(e, cfg)
-    for group_errors in (_server_errors, _rpc_errors, _train_errors, _top_level_errors):
+    for group_errors in (_server_errors, _rpc_errors, _train_errors, _eval_errors, _top_level_errors):
         group_errors(e, cfg)
     return e
 
@@ -176,6 +177,21 @@ def _train_errors(e: list[str], cfg: Config) -> None:
     _check(e, t.checkpoint_interval_s > 0, "train.checkpoint_interval_s", t.checkpoint_interval_s, "> 0")
     _check(e, t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
     _check(e, t.max_restarts >= 0, "train.max_restarts", t.max_restarts, ">= 0")
+    _choice(e, "train.target_source", t.target_source, TARGET_SOURCES)
+    _check(
+        e,
+        t.target_source != "eval" or cfg.eval.interval_env_steps > 0,
+        "train.target_source",
+        t.target_source,
+        f"train while evaluation is off (eval.interval_env_steps={cfg.eval.interval_env_steps}): "
+        "set eval.interval_env_steps > 0 to stop on the evaluated return",
+    )
+
+
+def _eval_errors(e: list[str], cfg: Config) -> None:
+    v = cfg.eval
+    _check(e, v.interval_env_steps >= 0, "eval.interval_env_steps", v.interval_env_steps, ">= 0 (0: no evaluation)")
+    _check(e, v.episodes >= 1, "eval.episodes", v.episodes, ">= 1")
 
 
 def _top_level_errors(e: list[str], cfg: Config) -> None:

@@ -179,7 +179,10 @@ class TrainConfig:
     total_env_steps: int = 1_000_000
     """Stop after this many env steps summed over all workers."""
     target_return: float | None = 475.0
-    """Stop once the mean return of the last 100 episodes reaches this; null disables."""
+    """Stop once the mean return reaches this (`train.target_source` says which mean); null disables."""
+    target_source: str = "train"
+    """Which mean `train.target_return` is compared with: `train`, the last 100 finished training episodes;
+    `eval`, the latest evaluation of the current weights (needs `eval.interval_env_steps` > 0)."""
     max_minutes: float | None = 10.0
     """Stop after this many minutes of training; null disables. A resumed run counts the minutes of the
     checkpoint it continues from (restarts do not reset the budget)."""
@@ -199,6 +202,19 @@ class TrainConfig:
     max_restarts: int = 0
     """`a3c-train` outside torchrun: restart every rank this many times after a rank fails, resuming
     from the latest checkpoint (under torchrun, its --max-restarts does this)."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during training: the lead plays whole episodes with the current weights on envs of its
+    own, seeded apart from the training envs, and logs `eval/*` against the env step of those weights."""
+
+    interval_env_steps: int = 0
+    """Evaluate every this many env steps (summed over all workers); 0 disables evaluation."""
+    episodes: int = 10
+    """Episodes per evaluation, one per env, played side by side in one vector env."""
+    greedy: bool = False
+    """Act greedily (argmax, or the Gaussian mean) instead of sampling from the policy as training does."""
 
 
 @dataclass
@@ -234,6 +250,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     central: CentralConfig = field(default_factory=CentralConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     mode: str = "grad"
     """How workers and server share the work (docs/MODES.md):
     `grad` (A3C, gradient-parallel): each worker's gradient is applied as it arrives;

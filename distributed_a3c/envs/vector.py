@@ -105,14 +105,26 @@ def is_next_step_autoreset(envs: gym.vector.VectorEnv) -> bool:
     return envs.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP
 
 
-def finished_episodes(info: dict[str, Any]) -> tuple[list[float], list[int]]:
-    """Returns and lengths of the episodes that ended in this vector step (either autoreset mode)."""
+def episode_ends(info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The episodes that ended in this vector step, per env (either autoreset mode): (ended [N] bool,
+    returns [N], lengths [N]; only the entries where `ended` holds mean anything), or None if none ended."""
     stats = info.get("final_info") or info  # SAME_STEP: under final_info; NEXT_STEP: at the top level
     if "episode" not in stats:
+        return None
+    return (
+        np.asarray(stats["_episode"], dtype=bool),
+        np.asarray(stats["episode"]["r"]),
+        np.asarray(stats["episode"]["l"]),
+    )
+
+
+def finished_episodes(info: dict[str, Any]) -> tuple[list[float], list[int]]:
+    """Returns and lengths of the episodes that ended in this vector step (either autoreset mode)."""
+    ends = episode_ends(info)
+    if ends is None:
         return [], []
-    mask = stats["_episode"]
-    ep = stats["episode"]
-    return [float(r) for r in ep["r"][mask]], [int(n) for n in ep["l"][mask]]
+    mask, returns, lengths = ends
+    return [float(r) for r in returns[mask]], [int(n) for n in lengths[mask]]
 
 
 def final_observations(info: dict[str, Any], env_indices: np.ndarray) -> np.ndarray:

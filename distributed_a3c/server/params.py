@@ -120,6 +120,12 @@ class ParameterServer:
             weights = self._wire_weights() if self.ships_weights else None
             return WeightsReply(self.version, weights, stop, "pulled", self._obs_stats_copy())
 
+    def weights_snapshot(self) -> tuple[int, torch.Tensor, RunningMeanStd | None]:
+        """(version, a float32 CPU copy of the whole flat weight vector, the observation statistics) as they
+        are now. A sharded lead holds only its own slice fresh: the caller fills in the others."""
+        with self._lock:
+            return self.version, self.flat.weights.detach().to("cpu", torch.float32, copy=True), self._obs_stats_copy()
+
     def _wire_weights(self) -> torch.Tensor:
         """A copy of the weights in the wire dtype (the live tensor must not be serialized while it changes)."""
         weights = self._param.detach().to(self.wire_dtype, copy=True)
@@ -300,6 +306,7 @@ class ParameterServer:
                 "optimizer": optimizer,
                 "version": self.version,
                 **run,
+                "counters": {"pushes": self.pushes, "dropped": self.dropped, "rejected": self.rejected},
                 "obs_stats": None if self.obs_stats is None else self.obs_stats.state_dict(),
             }
 
@@ -309,7 +316,11 @@ class ParameterServer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(slice_optimizer_state(state["optimizer"], *self.bounds[self.shard]))
             self.version = int(state["version"])
-            if self.stats is not None:
+            if self.stats is not None:  # the lead's counters are the run's: they go on (other shards' restart)
                 self.stats.load_state_dict(state)
+                counters = state.get("counters", {})
+                self.pushes = int(counters.get("pushes", 0))
+                self.dropped = int(counters.get("dropped", 0))
+                self.rejected = int(counters.get("rejected", 0))
             obs_stats = state.get("obs_stats")
             self.obs_stats = None if obs_stats is None else RunningMeanStd.from_state_dict(obs_stats)

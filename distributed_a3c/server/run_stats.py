@@ -33,6 +33,9 @@ class RunStats:
         self.staleness_counts: Counter[int] = Counter()
         """How many valid pushes arrived at each staleness, over the whole run (exact, one entry per value)."""
         self.policy_lag_sum, self.policy_lag_count, self.policy_lag_max = 0.0, 0, 0.0
+        self.evaluations: list[tuple[int, float]] = []
+        """(env step of the evaluated weights, mean return) of every evaluation so far (eval.*)."""
+        self.eval_seconds = 0.0
         self._interval = _IntervalStats()
 
     def record_push(self, req: GradientPush | ExperiencePush, staleness: int, dropped: bool) -> None:
@@ -58,6 +61,34 @@ class RunStats:
             self.policy_lag_sum += sum(policy_lags)
             self.policy_lag_count += len(policy_lags)
             self.policy_lag_max = max(self.policy_lag_max, *policy_lags)
+
+    def record_eval(self, global_step: int, mean_return: float, seconds: float) -> None:
+        """An evaluation of the weights reached at `global_step` (its evaluations arrive in that order)."""
+        with self._lock:
+            self.evaluations.append((global_step, mean_return))
+            self.eval_seconds += seconds
+
+    def eval_mean_return(self) -> float:
+        """Mean return of the latest evaluation; -inf before the first."""
+        with self._lock:
+            return self.evaluations[-1][1] if self.evaluations else float("-inf")
+
+    def eval_summary(self, target: float | None) -> dict[str, float]:
+        """How many evaluations ran, the last and best means, the first env step whose weights reached
+        `target`, and their cost (empty without evaluations)."""
+        with self._lock:
+            history, seconds = list(self.evaluations), self.eval_seconds
+        if not history:
+            return {}
+        reached = [step for step, mean in history if target is not None and mean >= target]
+        return {
+            "evaluations": len(history),
+            "last_mean_return": history[-1][1],
+            "last_global_step": history[-1][0],
+            "best_mean_return": max(mean for _, mean in history),
+            "first_global_step_at_target": reached[0] if reached else None,
+            "seconds": round(seconds, 3),
+        }
 
     def record_rejected(self) -> None:
         with self._lock:
@@ -138,6 +169,8 @@ class RunStats:
                 "returns": list(self.returns),
                 "lengths": list(self.lengths),
                 "train_time_s": time.monotonic() - self.start_time,
+                "evaluations": [list(e) for e in self.evaluations],
+                "pushes_by_rank": {str(rank): n for rank, n in self.pushes_by_rank.items()},
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -149,11 +182,16 @@ class RunStats:
             self.lengths.clear()
             self.lengths.extend(state.get("lengths", []))
             self.start_time = self.attempt_start - float(state.get("train_time_s", 0.0))
+            self.evaluations = [(int(step), float(mean)) for step, mean in state.get("evaluations", [])]
+            self.pushes_by_rank = Counter({int(rank): int(n) for rank, n in state.get("pushes_by_rank", {}).items()})
+            # The next interval's rates count from here, not from zero.
+            self._interval.t0, self._interval.steps0 = time.monotonic(), self.env_steps
 
 
 class StopPolicy:
-    """When training is over: `train.total_env_steps`, `train.target_return` (mean of the last 100
-    episodes), `train.max_minutes`; None while it goes on."""
+    """When training is over: `train.total_env_steps`, `train.target_return` (on the mean of the last 100
+    training episodes, or of the latest evaluation: `train.target_source`), `train.max_minutes`; None while
+    it goes on."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -162,7 +200,8 @@ class StopPolicy:
         c = self.cfg
         if stats.env_steps >= c.total_env_steps:
             return "total_env_steps"
-        if c.target_return is not None and stats.mean_return() >= c.target_return:
+        mean = stats.eval_mean_return() if c.target_source == "eval" else stats.mean_return()
+        if c.target_return is not None and mean >= c.target_return:
             return "target_return"
         if c.max_minutes is not None and stats.elapsed_s() >= 60 * c.max_minutes:
             return "max_minutes"

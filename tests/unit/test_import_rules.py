@@ -93,7 +93,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("envs", ("distributed_a3c.envs",)),
     (
         "models, messages, metrics, checkpoints",
-        ("distributed_a3c.models", "distributed_a3c.messages", "distributed_a3c.metrics", "distributed_a3c.checkpoint"),
+        (
+            "distributed_a3c.models",
+            "distributed_a3c.messages",
+            "distributed_a3c.metrics",
+            "distributed_a3c.checkpoint",
+            "distributed_a3c.policy_eval",
+        ),
     ),
     ("server: the parameter server and its parts", ("distributed_a3c.server",)),
     ("worker", ("distributed_a3c.worker",)),

@@ -1,7 +1,9 @@
 """Shared test helpers: free loopback ports, child-process environments, and jobs that never outlive a test.
 
-Every process a test starts gets its own session (process group), so a timeout or a failed assertion
-kills the whole job — torchrun agent, its ranks, and anything they forked — not just the leader.
+Every process a test starts carries a tag of its job in its environment (`A3C_TEST_JOB`), which everything
+it starts inherits: torchrun's agent, its ranks (each in a session of its own), anything they fork. A
+timeout, a failed assertion or the end of the test kills every process with the tag, and a job that leaves
+one running after its leader exited is flagged (`Finished.leftover_pids`), whatever its process group.
 
 Tests reach these helpers through fixtures, never `from conftest import ...`: tests/unit has a
 conftest.py of its own, and pytest keeps only one module named `conftest` importable at a time.
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,33 @@ def child_env(**extra: str) -> dict[str, str]:
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", WANDB_SILENT="true", NO_COLOR="1")
     env.update(extra)
     return env
+
+
+JOB_TAG = "A3C_TEST_JOB"
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Pids of running processes (not zombies) whose environment carries `A3C_TEST_JOB=<tag>`."""
+    needle = f"{JOB_TAG}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -110,6 +140,8 @@ class Job:
 
     def __init__(self, cmd: Sequence[str], cwd: Path, env: dict[str, str], log_dir: Path, name: str) -> None:
         self.cmd = [str(c) for c in cmd]
+        self.tag = uuid.uuid4().hex
+        env = {**env, JOB_TAG: self.tag}
         log_dir.mkdir(parents=True, exist_ok=True)
         self.out_path = log_dir / f"{name}.stdout"
         self.err_path = log_dir / f"{name}.stderr"
@@ -125,18 +157,22 @@ class Job:
         try:
             code = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            kill_group(self.pgid)
-            self.popen.wait()
+            self.kill()
             pytest.fail(f"timed out after {timeout} s, killed:\n{self._finished(-9, []).describe()}")
         # The leader is gone; its ranks should be too. Give a dying rank a moment, then look.
         deadline = time.monotonic() + 3.0
-        while (left := live_group_members(self.pgid)) and time.monotonic() < deadline:
+        while (left := self.live_members()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        kill_group(self.pgid)
+        self.kill()
         return self._finished(code, left)
+
+    def live_members(self) -> list[int]:
+        """Every process of the job still running: by its tag, and in the leader's process group."""
+        return sorted(set(tagged_processes(self.tag)) | set(live_group_members(self.pgid)))
 
     def kill(self) -> None:
         kill_group(self.pgid)
+        kill_pids(tagged_processes(self.tag))
         if self.popen.poll() is None:
             self.popen.wait()
 

@@ -94,3 +94,38 @@ def test_a_killed_worker_ends_the_job_with_a_line_naming_it_and_keeps_the_checkp
     assert len(ranks) == 3, ranks
     os.kill(ranks[2], signal.SIGKILL)
     _assert_stopped_with_checkpoint(job, signal.SIGKILL, "a3c-train: error: rank 2 was killed by SIGKILL", run_dir)
+
+
+@pytest.mark.timeout(240)
+def test_the_same_command_continues_an_interrupted_run_from_its_checkpoint(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path
+) -> None:
+    """What LAUNCHING.md promises: Ctrl-C, then the same command again, and the run goes on where it
+    stopped (weights, counters, clock) and finishes."""
+    run_dir = tmp_path / "run"
+    budget = ["train.total_env_steps=600000", "train.target_return=null", "train.log_interval_s=0.25"]
+    cmd = [venv_bin / "a3c-train", "logger=quiet", *budget, f"hydra.run.dir={run_dir}"]
+    first = jobs.start(cmd, cwd=tmp_path, name="first")
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 90
+    while not (metrics.is_file() and any(json.loads(x)["global_step"] > 0 for x in metrics.read_text().splitlines())):
+        assert time.monotonic() < deadline and first.popen.poll() is None, first.wait(1).describe()
+        time.sleep(0.1)
+    os.killpg(first.pgid, signal.SIGINT)
+    assert first.wait(timeout=30).returncode == 128 + signal.SIGINT
+    interrupted = json.loads((run_dir / "summary.json").read_text())
+    assert interrupted["exit_reason"] == "interrupted" and 0 < interrupted["env_steps"] < 600000, interrupted
+    rows_before = len(metrics.read_text().splitlines())
+
+    again = jobs.run(cmd, cwd=tmp_path, timeout=120, name="again")
+    assert again.returncode == 0, again.describe()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["exit_reason"] == "total_env_steps" and summary["env_steps"] >= 600000, summary
+    log = (run_dir / "train.log").read_text()
+    assert f"resumed from {run_dir / 'checkpoint.pt'} at {interrupted['env_steps']} env steps" in log, log[-2000:]
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    continued = rows[rows_before:]
+    assert continued and continued[0]["global_step"] >= interrupted["env_steps"], continued[:2]
+    # The clock goes on from the interrupted attempt's training time, and the weights from its version.
+    assert continued[0]["time/wall_s"] - continued[0]["time/attempt_s"] >= interrupted["wall_time_s"] - 0.5
+    assert summary["weight_version"] > interrupted["weight_version"]

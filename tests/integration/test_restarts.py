@@ -43,6 +43,12 @@ def wait_for_training(job: Job, run_dir: Path, ranks_of: Callable, metrics_of: C
     pytest.fail(f"no training within 90 s:\n{job.wait(1).describe()}")
 
 
+def holds_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has the file `path` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
+
+
 def assert_finished_after_resuming(done: Finished, run_dir: Path, metrics_of: Callable) -> None:
     """Exit 0 at the step budget; the restart resumed from a checkpoint at most one checkpoint interval
     (and a log interval) older than the last row logged before the kill, and logged on from there."""
@@ -97,6 +103,9 @@ def test_a3c_train_max_restarts_restarts_a_killed_parameter_server_and_resumes(
     cmd = [venv_bin / "a3c-train", "train.max_restarts=2", *BUDGET, f"hydra.run.dir={run_dir}"]
     job = jobs.start(cmd, cwd=tmp_path, name="a3c-train")
     pids = wait_for_training(job, run_dir, ranks_of, metrics_of, ranks=3)
+    # Forked ranks do not show RANK in /proc: make sure the process about to die is the server, the one
+    # rank that holds the run's metrics.jsonl open.
+    assert holds_open(pids[0], run_dir / "metrics.jsonl"), f"pid {pids[0]} is not rank 0: {pids}"
     os.kill(pids[0], signal.SIGKILL)  # no final checkpoint: the periodic one is what survives
 
     done = job.wait(timeout=200)

@@ -38,9 +38,13 @@ def test_config_round_trips_through_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_whole_episodes_are_played_with_the_checkpoint_time_limit(tmp_path: Path) -> None:
-    returns = evaluate(_checkpoint(tmp_path, max_steps=15), episodes=3)
-    assert len(returns) == 3
-    assert all(1 <= r <= 15 for r in returns)  # CartPole pays 1 per step; the limit truncates at 15
+    # CartPole cannot fail before its 8th step (the pole starts within 0.05 rad of upright and needs longer to
+    # pass 12 degrees), so with a limit of 5 steps every episode must be cut by the limit, at exactly 5.
+    returns = evaluate(_checkpoint(tmp_path, max_steps=5), episodes=3)
+    assert returns == [5.0, 5.0, 5.0]
+    # And a limit above that length lets episodes end on their own, each within the limit.
+    returns = evaluate(_checkpoint(tmp_path / "longer", max_steps=15), episodes=3)
+    assert len(returns) == 3 and all(1 <= r <= 15 for r in returns)
 
 
 def test_cli_takes_a_run_directory_and_prints_a_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -40,6 +40,7 @@ def _push_concurrently(
     server._step = slow_step  # type: ignore[method-assign]
     gens = [torch.Generator().manual_seed(i) for i in range(threads)]
     sent: list[torch.Tensor] = []
+    statuses: list[str] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
@@ -48,13 +49,16 @@ def _push_concurrently(
             with lock:
                 sent.append(g)
             reply = server.push(GradientPush(rank=i + 1, version=server.version, grads=g, env_steps=1))
-            assert reply.status == "applied"
+            with lock:
+                statuses.append(reply.status)
 
     ts = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
         t.join(timeout=60)
+    assert not any(t.is_alive() for t in ts), "a client thread is still pushing after 60 s"
+    assert statuses == ["applied"] * pushes, statuses  # an exception in a thread would leave one missing
     return sent, applied
 
 

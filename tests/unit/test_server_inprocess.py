@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -367,6 +368,40 @@ def test_state_dict_round_trip_through_a_checkpoint(tmp_path):
     c.model.load_state_dict(loaded["model"])
     _push(c, g)
     assert not torch.equal(c.flat.weights, a.flat.weights)
+
+
+def test_push_counters_go_on_across_a_resume(tmp_path):
+    """server/pushes, dropped and rejected pushes count the whole run, as server/version does."""
+    a = _server(max_staleness=0)
+    _push(a, _grad(a, 0))
+    _push(a, _grad(a, 1), rank=2)
+    _push(a, _grad(a, 2), version=0)  # one version stale: dropped
+    _push(a, torch.full((a.num_params,), float("nan")))  # rejected
+    before = a.snapshot()
+    assert (before["server/pushes"], before["server/dropped_pushes"], before["server/rejected_pushes"]) == (3, 1, 1)
+    save_checkpoint(tmp_path / "ckpt.pt", a.state_dict())
+
+    b = _server(max_staleness=0)
+    b.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt"))
+    _push(b, _grad(b, 3))
+    row = b.snapshot()
+    assert (row["server/pushes"], row["server/dropped_pushes"], row["server/rejected_pushes"]) == (4, 1, 1)
+    assert (b.counters()["pushes"], b.counters()["dropped"], b.counters()["rejected"]) == (4, 1, 1)
+    assert b.stats.pushes_by_rank == {1: 3, 2: 1}
+
+
+def test_steps_per_second_after_a_resume_count_only_the_steps_taken_since(tmp_path):
+    """The first row after a restart must not divide the checkpoint's env steps by one log interval."""
+    a = _server()
+    a.stats.env_steps = 1_000_000
+    save_checkpoint(tmp_path / "ckpt.pt", a.state_dict())
+    b = _server()
+    b.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt"))
+    _push(b, _grad(b, 0), env_steps=10)
+    time.sleep(0.05)
+    row = b.snapshot()
+    assert row["global_step"] == 1_000_010
+    assert row["charts/SPS"] <= 10 / 0.05, row["charts/SPS"]  # 10 new steps in at least 50 ms
 
 
 def test_atomic_save_leaves_no_temporary_file(tmp_path):

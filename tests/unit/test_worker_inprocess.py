@@ -107,3 +107,23 @@ def test_truncated_steps_bootstrap_from_the_final_observation():
     finally:
         worker.envs.close()
     assert truncations >= 8
+
+
+@pytest.mark.parametrize("vectorization", ["vector", "sync"])
+def test_worker_envs_are_seeded_as_docs_config_says(vectorization: str) -> None:
+    """docs/CONFIG.md#seeds: rank r's env i starts from seed + 1000 r + i in gymnasium's vector envs; an
+    env's own batched implementation is one environment, reset once with seed + 1000 r."""
+    import gymnasium as gym
+
+    cfg = _config([f"env.vectorization={vectorization}", "worker.envs_per_worker=4", "seed=7"])
+    _, worker = _in_process(cfg)
+    first_obs = worker._raw_obs
+    base = 7 + 1000 * 1
+    if vectorization == "sync":
+        expected = np.stack([gym.make("CartPole-v1").reset(seed=base + i)[0] for i in range(4)])
+    else:
+        batch = gym.make_vec("CartPole-v1", num_envs=4, vectorization_mode="vector_entry_point")
+        expected = batch.reset(seed=base)[0]
+    np.testing.assert_array_equal(first_obs, expected)
+    other = Worker(cfg, 2, worker.store)  # another rank starts elsewhere
+    assert not np.array_equal(other._raw_obs, first_obs)

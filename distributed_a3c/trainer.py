@@ -7,6 +7,7 @@ arrive over RPC; `run_serial` steps N in-process workers between ticks (tests, d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.policy_eval import PeriodicEvaluator
+from distributed_a3c.rl.scaling import auto_accumulate
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
 from distributed_a3c.worker import make_worker, peak_rss_mb
 
@@ -58,17 +60,48 @@ def build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -
     model = build_model(cfg, obs_space, action_space)
     workers = range(cfg.server.shards, world_size)
     device = server_device(cfg)
+    server_cfg = dataclasses.replace(cfg.server, accumulate=pushes_per_step(cfg, len(workers)))
     if cfg.mode in EXPERIENCE_MODES:
         spec = experience_spec(cfg, obs_space, action_space)
         central = cfg.mode == "central"
-        server = ExperienceServer(model, cfg.optim, cfg.server, cfg.train, cfg.algo, spec, device, workers, central)
+        server = ExperienceServer(
+            model, cfg.optim, server_cfg, cfg.train, cfg.algo, spec, device, workers, central, cfg.scale
+        )
     else:
         per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
         kind = SynchronousServer if cfg.mode == "sync" else ParameterServer
-        server = kind(model, cfg.optim, cfg.server, cfg.train, device, shard, workers, per_push)
+        server = kind(model, cfg.optim, server_cfg, cfg.train, device, shard, workers, per_push, cfg.scale)
     if state is not None:
         server.load_state_dict(state)
     return server
+
+
+def pushes_per_step(cfg: Config, workers: int) -> int:
+    """`server.accumulate` resolved for a job of `workers` workers: auto (0) sums the pushes of every
+    `scale.workers_per_step` workers in mode=grad without server.fold, else each push is its own step."""
+    if cfg.server.accumulate > 0:
+        return cfg.server.accumulate
+    if cfg.mode != "grad" or cfg.server.fold:
+        return 1
+    return auto_accumulate(workers, cfg.scale.workers_per_step)
+
+
+def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
+    """What the optimizer's step is for this job's size, said once at start (rl/scaling.py)."""
+    if cfg.mode == "sync":
+        pushes, how = workers, "every worker's push, averaged"
+    elif cfg.mode in EXPERIENCE_MODES:
+        pushes, how = 1, "the rollouts queued (varies; shown for one)"
+    elif cfg.server.fold:
+        pushes, how = 1, "the pushes that queued (server.fold; varies; shown for one)"
+    else:
+        auto = " (server.accumulate=auto)" if cfg.server.accumulate == 0 else ""
+        pushes, how = server.accumulate, f"{server.accumulate} push{'es' if server.accumulate > 1 else ''}{auto}"
+    return (
+        f"optimizer steps: {workers} worker{'s' if workers != 1 else ''}; each step learns from {how}: "
+        f"{pushes * server.push_env_steps} env steps, lr {server.base_lr:g} -> {server.step_lr(pushes):.4g} "
+        f"(scale.rule={cfg.scale.rule}, optim.lr is for {server.reference_env_steps} env steps)"
+    )
 
 
 def experience_spec(cfg: Config, obs_space: gym.Space, action_space: gym.Space) -> ExperienceSpec:
@@ -133,6 +166,7 @@ class Trainer:
         if cfg.logger.progress:
             self.sinks.append(ProgressSink(cfg.train.total_env_steps))
         self.hub = MetricsHub(self.sinks)
+        log.info("%s", scaling_line(cfg, server, len(roster.ranks)))
         self.evaluator = None
         if cfg.eval.interval_env_steps > 0:
             stats = server.stats

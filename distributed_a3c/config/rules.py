@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from distributed_a3c.rl.scaling import SCALING_RULES
+
 if TYPE_CHECKING:
     from distributed_a3c.config.schema import Config, EnvConfig
 
@@ -56,7 +58,7 @@ def config_errors(cfg: Config) -> list[str]:
     e: list[str] = []
     for group_errors in (_env_errors, _model_errors, _optim_errors, _algo_errors, _worker_errors):
         group_errors(e, cfg)
-    for group_errors in (_server_errors, _rpc_errors, _train_errors, _eval_errors, _top_level_errors):
+    for group_errors in (_server_errors, _rpc_errors, _train_errors, _eval_errors, _scale_errors, _top_level_errors):
         group_errors(e, cfg)
     return e
 
@@ -138,7 +140,7 @@ def _worker_errors(e: list[str], cfg: Config) -> None:
 
 def _server_errors(e: list[str], cfg: Config) -> None:
     s = cfg.server
-    _check(e, s.accumulate >= 1, "server.accumulate", s.accumulate, ">= 1")
+    _check(e, s.accumulate >= 0, "server.accumulate", s.accumulate, ">= 0 (0: auto, 1: every push its own step)")
     _check(
         e,
         not (s.fold and s.accumulate > 1),
@@ -188,6 +190,19 @@ def _train_errors(e: list[str], cfg: Config) -> None:
     )
 
 
+def _scale_errors(e: list[str], cfg: Config) -> None:
+    c = cfg.scale
+    _choice(e, "scale.rule", c.rule, SCALING_RULES)
+    _check(
+        e,
+        c.reference_batch is None or c.reference_batch >= 1,
+        "scale.reference_batch",
+        c.reference_batch,
+        "null (one push) or a number of env steps >= 1",
+    )
+    _check(e, c.workers_per_step >= 1, "scale.workers_per_step", c.workers_per_step, ">= 1")
+
+
 def _eval_errors(e: list[str], cfg: Config) -> None:
     v = cfg.eval
     _check(e, v.interval_env_steps >= 0, "eval.interval_env_steps", v.interval_env_steps, ">= 0 (0: no evaluation)")
@@ -198,14 +213,20 @@ def _top_level_errors(e: list[str], cfg: Config) -> None:
     _choice(e, "mode", cfg.mode, MODES)
     if cfg.mode == "sync":  # one step per weight version: nothing to accumulate, fold or split
         s = cfg.server
-        _check(e, s.accumulate == 1, "server.accumulate", s.accumulate, "1 for mode=sync (it averages every worker)")
+        _check(
+            e, s.accumulate <= 1, "server.accumulate", s.accumulate, "0 or 1 for mode=sync (it averages every worker)"
+        )
         _check(e, not s.fold, "server.fold", s.fold, "false for mode=sync")
         _check(e, s.shards == 1, "server.shards", s.shards, "1 for mode=sync")
         _check(e, not cfg.worker.overlap, "worker.overlap", cfg.worker.overlap, "false for mode=sync")
     if cfg.mode in EXPERIENCE_MODES:  # one learner holds the whole model and steps per batch of rollouts
         s, m = cfg.server, cfg.mode
         _check(
-            e, s.accumulate == 1, "server.accumulate", s.accumulate, f"1 for mode={m} (its learner batches rollouts)"
+            e,
+            s.accumulate <= 1,
+            "server.accumulate",
+            s.accumulate,
+            f"0 or 1 for mode={m} (its learner batches rollouts)",
         )
         _check(e, s.shards == 1, "server.shards", s.shards, f"1 for mode={m} (one learner holds the whole model)")
         _check(

@@ -127,8 +127,10 @@ class WorkerConfig:
 
 @dataclass
 class ServerConfig:
-    accumulate: int = 1
-    """Sum this many pushes into one optimizer step (Lapan's GRAD_BATCH); 1 applies each push as it arrives."""
+    accumulate: int = 0
+    """Sum this many pushes into one optimizer step (Lapan's GRAD_BATCH); 1 applies each push as it arrives;
+    0 (auto): one step per `scale.workers_per_step` workers' pushes in mode=grad (1 with fewer workers, with
+    server.fold, and in the other modes)."""
     fold: bool = False
     """Sum the pushes that arrive while an optimizer step runs into the next step (one step for the
     batch instead of one each): more pushes/s when the step is slow (big models, many workers)."""
@@ -142,6 +144,21 @@ class ServerConfig:
     shards: int = 1
     """Parameter-server ranks (0..shards-1), each owning and optimizing one slice of the flat weights;
     workers are the ranks after them. A worker pushes each slice to its owner at once."""
+
+
+@dataclass
+class ScaleConfig:
+    """How the optimizer's step follows the job's size (rl/scaling.py): its learning rate follows the env
+    steps each optimizer step learns from, and with many workers grad mode sums pushes into fewer steps."""
+
+    rule: str = "sqrt"
+    """How `optim.lr` follows the env steps of an optimizer step: `sqrt` (Adam's and RMSprop's square-root
+    rule), `linear`, or `none` (optim.lr whatever the batch)."""
+    reference_batch: int | None = None
+    """Env steps per optimizer step that `optim.lr` is meant for; null: one push of this job
+    (worker.rollout_len x worker.envs_per_worker)."""
+    workers_per_step: int = 4
+    """server.accumulate=0 (auto), mode=grad: one optimizer step per this many workers' pushes."""
 
 
 @dataclass
@@ -251,6 +268,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     central: CentralConfig = field(default_factory=CentralConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     mode: str = "grad"
     """How workers and server share the work (docs/MODES.md):
     `grad` (A3C, gradient-parallel): each worker's gradient is applied as it arrives;

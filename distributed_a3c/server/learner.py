@@ -15,7 +15,7 @@ import threading
 import torch
 from torch import nn
 
-from distributed_a3c.config import AlgoConfig, OptimConfig, ServerConfig, TrainConfig
+from distributed_a3c.config import AlgoConfig, OptimConfig, ScaleConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import ActionReply, ExperiencePush, WeightsReply
 from distributed_a3c.rl.a2c import A2CHyperparameters, a2c_step
 from distributed_a3c.rl.experience import concat, evaluate
@@ -43,8 +43,10 @@ class ExperienceServer(ParameterServer):
         device: torch.device | str = "cpu",
         worker_ranks: range | None = None,
         central: bool = False,
+        scale: ScaleConfig | None = None,
     ) -> None:
-        super().__init__(model, optim_cfg, server_cfg, train_cfg, device, 0, worker_ranks, spec.rollout_len * spec.envs)
+        per_push = spec.rollout_len * spec.envs
+        super().__init__(model, optim_cfg, server_cfg, train_cfg, device, 0, worker_ranks, per_push, scale)
         self.spec = spec
         self.ships_weights = not central
         self.hyperparameters = A2CHyperparameters(
@@ -91,7 +93,7 @@ class ExperienceServer(ParameterServer):
             stats["losses/grad_norm"] = clip_grad_norm_(self.flat.grads, self.max_grad_norm)
             with self._lock:
                 lags = [self.version - _mean(req.acted_versions or [req.version]) for req in batch]
-                self._step(self.flat.grads)
+                self._step(self.flat.grads, len(batch))
                 if self.stats is not None:
                     self.stats.record_learner(stats, len(batch), lags)
 

@@ -45,12 +45,13 @@ class FlatOptimizer:
         """The moment tensors (see MOMENTS), created at the first step as torch.optim does."""
 
     @torch.no_grad()
-    def step(self, grad: torch.Tensor) -> None:
-        """One update of the parameter with `grad`, as torch.optim's single-tensor `step()` would."""
+    def step(self, grad: torch.Tensor, lr: float | None = None) -> None:
+        """One update of the parameter with `grad`, as torch.optim's single-tensor `step()` would; `lr`, when
+        given, replaces the configured rate for this step only (the server scales it with the batch)."""
         if not self.state:
             self.state = {k: torch.zeros_like(self.param) for k in MOMENTS[self.name]}
         self.steps += 1
-        lr, eps = self.group["lr"], self.group["eps"]
+        lr, eps = (self.group["lr"] if lr is None else lr), self.group["eps"]
         if self.name == "adam":
             beta1, beta2 = self.group["betas"]
             exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]

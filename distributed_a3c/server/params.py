@@ -19,10 +19,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from distributed_a3c.config import OptimConfig, ServerConfig, TrainConfig
+from distributed_a3c.config import OptimConfig, ScaleConfig, ServerConfig, TrainConfig
 from distributed_a3c.messages import WIRE_DTYPES, GradientPush, WeightsReply, completed
 from distributed_a3c.rl.grads import flatten_parameters_
 from distributed_a3c.rl.normalize import RunningMeanStd
+from distributed_a3c.rl.scaling import scaled_lr
 from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.server.run_stats import RunStats, StopPolicy
 from distributed_a3c.server.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
@@ -55,6 +56,7 @@ class ParameterServer:
         shard: int = 0,
         worker_ranks: range | None = None,
         env_steps_per_push: int | None = None,
+        scale: ScaleConfig | None = None,
     ) -> None:
         self.model = model.to(device)
         self.flat = flatten_parameters_(self.model)
@@ -72,6 +74,14 @@ class ParameterServer:
         self._param = self.flat.weights[lo:hi]
         self.optimizer = FlatOptimizer(self._param, optim_cfg)
         self.cfg = server_cfg
+        self.accumulate = max(1, server_cfg.accumulate)
+        """Pushes summed into one optimizer step (build_server resolves server.accumulate=0, auto)."""
+        self.base_lr = optim_cfg.lr
+        self.scale = scale or ScaleConfig(rule="none")
+        push = env_steps_per_push or 1
+        self.push_env_steps = push
+        """Env steps one push learns from: the unit of an optimizer step's batch."""
+        self.reference_env_steps = self.scale.reference_batch or push
         self.device = torch.device(device)
         self.wire_dtype = WIRE_DTYPES[server_cfg.wire_dtype]
         self._lock = threading.Lock()
@@ -162,13 +172,15 @@ class ParameterServer:
             status = self._take(req)
             if status is None:
                 self._accum.add_(self._master_dtype(req.grads))
+                self._accum_count += 1
                 batch = self._batches_applied  # the batch now filling
         if status is None:
             with self._step_lock, self._lock, self._busy():
                 if self._batches_applied == batch:  # else a push of this batch already applied it
                     if self.stop_reason is None:  # after the stop the weights are final (checkpointed)
-                        self._step(self._accum)
+                        self._step(self._accum, self._accum_count)
                     self._accum.zero_()
+                    self._accum_count = 0
                     self._batches_applied += 1
             status = "applied"
         with self._lock, self._busy():
@@ -215,14 +227,14 @@ class ParameterServer:
         return None
 
     def _apply(self, grads: torch.Tensor) -> str:
-        if self.cfg.accumulate == 1:
+        if self.accumulate == 1:
             self._step(grads)
             return "applied"
         self._accum.add_(grads)
         self._accum_count += 1
-        if self._accum_count < self.cfg.accumulate:
+        if self._accum_count < self.accumulate:
             return "accumulated"
-        self._step(self._accum)
+        self._step(self._accum, self._accum_count)
         self._accum.zero_()
         self._accum_count = 0
         return "applied"
@@ -233,9 +245,16 @@ class ParameterServer:
             return grads
         return grads.to(self.device, torch.float32, non_blocking=True)
 
-    def _step(self, grads: torch.Tensor) -> None:
-        self.optimizer.step(grads)
+    def step_lr(self, pushes: int) -> float:
+        """The learning rate of an optimizer step that learns from `pushes` pushes (scale.rule)."""
+        return scaled_lr(self.base_lr, pushes * self.push_env_steps, self.reference_env_steps, self.scale.rule)
+
+    def _step(self, grads: torch.Tensor, pushes: int = 1) -> None:
+        lr = self.step_lr(pushes)
+        self.optimizer.step(grads, lr)
         self.version += 1
+        if self.stats is not None:
+            self.stats.record_step(lr, pushes * self.push_env_steps)
 
     def _obs_stats_copy(self) -> RunningMeanStd | None:
         return None if self.obs_stats is None else self.obs_stats.copy()

@@ -90,6 +90,12 @@ class RunStats:
             "seconds": round(seconds, 3),
         }
 
+    def record_step(self, lr: float, batch_env_steps: int) -> None:
+        """An optimizer step: its learning rate and the env steps its gradient learned from."""
+        with self._lock:
+            self._interval.steps_lr.append(lr)
+            self._interval.steps_batch.append(batch_env_steps)
+
     def record_rejected(self) -> None:
         with self._lock:
             self._interval.rejected += 1
@@ -226,6 +232,8 @@ class _IntervalStats:
         self.learner_steps = 0
         self.learner_rollouts = 0
         self.policy_lags: list[float] = []
+        self.steps_lr: list[float] = []
+        self.steps_batch: list[int] = []
 
     def add_learner(self, stats: dict[str, float], rollouts: int, policy_lags: list[float]) -> None:
         self.learner_steps += 1
@@ -253,6 +261,10 @@ class _IntervalStats:
             row["server/rollouts_per_step"] = self.learner_rollouts / self.learner_steps
             row["server/policy_lag_mean"] = sum(self.policy_lags) / len(self.policy_lags)
             row["server/policy_lag_max"] = max(self.policy_lags)
+        if self.steps_lr:
+            row["server/lr"] = sum(self.steps_lr) / len(self.steps_lr)
+            row["server/batch_env_steps"] = sum(self.steps_batch) / len(self.steps_batch)
+            row["server/steps_per_s"] = len(self.steps_lr) / dt
         if self.staleness:
             row["server/staleness_mean"] = sum(self.staleness) / len(self.staleness)
             row["server/staleness_max"] = max(self.staleness)

@@ -57,7 +57,7 @@ class SynchronousServer(ParameterServer):
     def _step_if_complete(self, expected: int) -> list:
         if not self._waiting or len(self._waiting) < expected:
             return []
-        self._step(self._accum.div_(len(self._waiting)))
+        self._step(self._accum.div_(len(self._waiting)), len(self._waiting))
         self._accum.zero_()
         answers = [(future, self._reply(req, "applied")) for req, future in self._waiting]
         self._waiting.clear()

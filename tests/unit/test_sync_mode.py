@@ -60,7 +60,7 @@ def test_the_stop_answers_the_pushes_still_waiting():
 
 def test_sync_mode_refuses_what_would_split_or_delay_its_step():
     cfg = Config(mode="sync", server=ServerConfig(accumulate=2))
-    with pytest.raises(ConfigError, match=r"server.accumulate=2 is invalid: must be 1 for mode=sync"):
+    with pytest.raises(ConfigError, match=r"server.accumulate=2 is invalid: must be 0 or 1 for mode=sync"):
         validate(cfg)
     with pytest.raises(ConfigError, match=r"mode=.async. is invalid: must be one of grad, data, sync, central"):
         validate(Config(mode="async"))

@@ -1,0 +1,48 @@
+"""How the optimizer's step follows the job's size: pure functions of the batch and the worker count.
+
+An optimizer step of the server applies the gradient of several pushes at once when it accumulates them
+(`server.accumulate`), folds them (`server.fold`), averages every worker's (mode=sync) or learns from the
+rollouts that queued (mode=data, central). Its batch, in env steps, then grows with the number of workers,
+while `optim.lr` was tuned for one push. Adam and RMSprop normalize the gradient, so a batch K times larger
+gives a step about sqrt(K) times more certain, not K times larger: the square-root rule (Malladi et al.
+2022, "On the SDEs and scaling rules for adaptive gradient algorithms"; Krizhevsky 2014 for SGD's
+linear rule) raises the learning rate by sqrt(K), and so keeps the distance travelled per env step.
+
+With many workers, grad mode also sums `auto_accumulate(workers)` pushes into one step (as BA3C batches
+per node): the server's optimizer steps and the replies' fresh weights no longer grow with the worker
+count, and each step's gradient is computed on weights as few steps old as with a few workers.
+"""
+
+from __future__ import annotations
+
+import math
+
+SCALING_RULES = ("sqrt", "linear", "none")
+"""How the learning rate follows the batch of an optimizer step: `sqrt` (Adam's and RMSprop's rule),
+`linear` (SGD's), `none` (optim.lr whatever the batch)."""
+
+WORKERS_PER_STEP = 4
+"""`server.accumulate=0` (auto) in grad mode: one optimizer step per this many workers' pushes."""
+
+
+def auto_accumulate(workers: int, workers_per_step: int = WORKERS_PER_STEP) -> int:
+    """Pushes summed into one optimizer step when `server.accumulate` is auto (0): one per step up to
+    `workers_per_step` workers, then one step for each `workers_per_step` workers' pushes."""
+    if workers < 1 or workers_per_step < 1:
+        raise ValueError(f"workers={workers} and workers_per_step={workers_per_step} must be >= 1")
+    return max(1, workers // workers_per_step)
+
+
+def scaled_lr(lr: float, batch_env_steps: float, reference_env_steps: float, rule: str) -> float:
+    """The learning rate of an optimizer step whose gradient comes from `batch_env_steps` env steps, when
+    `lr` is the rate for `reference_env_steps`."""
+    if rule not in SCALING_RULES:
+        raise ValueError(f"rule={rule!r} is invalid: must be one of {', '.join(SCALING_RULES)}")
+    if batch_env_steps <= 0 or reference_env_steps <= 0:
+        raise ValueError(f"batch ({batch_env_steps}) and reference ({reference_env_steps}) env steps must be > 0")
+    ratio = batch_env_steps / reference_env_steps
+    if rule == "sqrt":
+        return lr * math.sqrt(ratio)
+    if rule == "linear":
+        return lr * ratio
+    return lr

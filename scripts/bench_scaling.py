@@ -1,0 +1,287 @@
+"""Sample-scaling efficiency: how much experience N workers need, against 2, measured on the policy itself.
+
+    python scripts/bench_scaling.py                                   # grad mode, 2..64 workers, seeds 1-5
+    python scripts/bench_scaling.py --modes grad,sync,data --seeds 1,2,3 --workers 2,8,16,32
+    python scripts/bench_scaling.py --collapse 16,32                  # + 3M-env-step runs without a target
+    python scripts/bench_scaling.py --launcher serial                 # the same in one process, replayed
+    python scripts/bench_scaling.py env=acrobot --threshold -100      # another env family
+    python scripts/bench_scaling.py --recipe "before=server.accumulate=1 scale.rule=none"   # + a recipe
+
+Each run is `a3c-train workers=N mode=M seed=S` with the evaluation on (`eval.interval_env_steps`, 10k by
+default) and the stop on it (`train.target_source=eval`): the env steps it needed are those of the first
+weights whose evaluation reached the threshold, not the lag of the training episodes. Runs are interleaved
+(seed by seed, the worker counts in a rotating order) so that the machine's load falls on every N alike.
+`--launcher serial` replays the same job in one process (trainer.run_serial, workers pushing in turn, so
+each push is N-1 versions stale as in a job of equal workers): no RPC, deterministic, and fast.
+
+The sample-scaling efficiency of a recipe is E(N) = median env steps at 2 workers / median env steps at
+N: the share of the ideal speed-up a user gets when each worker has cores of its own. A run that does not
+reach the threshold within its budget counts at its budget (the median stays a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import emit, fmt, int_list, meta, print_tables, run_child, run_train, say, write_json
+
+PROG = "bench_scaling"
+SCRIPT = Path(__file__).resolve()
+Recipe = tuple[str, dict[str, str]]
+"""(label, overrides by key) of one recipe: a mode, or --recipe LABEL=OVERRIDES."""
+
+
+def child_serial(workers: int, overrides: list[str]) -> None:
+    """One job replayed in this process: its summary and evaluation rows."""
+    import tempfile as tf
+
+    from _common import compose
+    from omegaconf import OmegaConf
+
+    from distributed_a3c.trainer import run_serial
+
+    cfg = compose([*overrides, "logger=quiet"])
+    with tf.TemporaryDirectory(prefix="a3c-bench-scaling-") as run_dir:
+        summary = run_serial(cfg, Path(run_dir), OmegaConf.to_container(OmegaConf.structured(cfg)), workers=workers)
+        rows = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    emit({"summary": summary, "rows": [r for r in rows if "eval/mean_return" in r]})
+
+
+def run_job(args: argparse.Namespace, workers: int, values: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    overrides = [*args.overrides, f"workers={workers}", *[f"{k}={v}" for k, v in values.items()]]
+    timeout = 60 * args.max_minutes + 300
+    if args.launcher == "serial":
+        return run_child(SCRIPT, "serial", ["--workers", str(workers), *overrides], timeout)
+    r = run_train(overrides, run_dir, timeout)
+    r["rows"] = [row for row in r["rows"] if "eval/mean_return" in row]
+    return r
+
+
+def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, run_dir: Path) -> dict[str, Any]:
+    """One run to the threshold of the evaluated return."""
+    label, extra = recipe
+    values = {
+        **extra,
+        "seed": seed,
+        "eval.interval_env_steps": args.interval,
+        "eval.episodes": args.episodes,
+        "train.target_source": "eval",
+        "train.target_return": args.threshold,
+        "train.total_env_steps": args.max_steps,
+        "train.max_minutes": args.max_minutes,
+    }
+    r = run_job(args, workers, values, run_dir)
+    s = r["summary"]
+    at = (s.get("eval") or {}).get("first_global_step_at_target")
+    return {
+        "mode": label,
+        "workers": workers,
+        "seed": seed,
+        "solved": at is not None,
+        "env_steps": at if at is not None else s["env_steps"],
+        "launch_to_exit_s": r["launch_to_exit_s"],
+        "wall_time_s": s["wall_time_s"],
+        "staleness_mean": (s.get("staleness") or {}).get("mean"),
+        "policy_lag_mean": (s.get("policy_lag") or {}).get("mean"),
+        "evaluations": [(row["global_step"], row["eval/mean_return"]) for row in r["rows"]],
+    }
+
+
+def collapse_check(args: argparse.Namespace, recipe: Recipe, workers: int, run_dir: Path) -> dict[str, Any]:
+    """A long run without a target: do its last evaluations hold the solved policy, or did it collapse?"""
+    label, extra = recipe
+    values = {
+        **extra,
+        "seed": args.seeds[0],
+        "eval.interval_env_steps": args.collapse_interval,
+        "eval.episodes": args.episodes,
+        "train.target_return": "null",
+        "train.total_env_steps": args.collapse_steps,
+        "train.max_minutes": args.max_minutes,
+    }
+    r = run_job(args, workers, values, run_dir)
+    evals = [(row["global_step"], row["eval/mean_return"]) for row in r["rows"]]
+    last = [mean for _, mean in evals[-5:]]
+    return {
+        "mode": label,
+        "workers": workers,
+        "env_steps": r["summary"]["env_steps"],
+        "evaluations": evals,
+        "last5_mean": statistics.fmean(last) if last else None,
+        "last5_min": min(last) if last else None,
+        "held": bool(last) and min(last) >= 0.8 * args.threshold,
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per mode and worker count: median env steps, E(N) against 2 workers, runs solved, median wall time."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in sorted({r["mode"] for r in runs}):
+        mine = [r for r in runs if r["mode"] == mode]
+        per_n = {}
+        for n in sorted({r["workers"] for r in mine}):
+            rs = [r for r in mine if r["workers"] == n]
+            per_n[n] = {
+                "median_env_steps": statistics.median(r["env_steps"] for r in rs),
+                "solved": f"{sum(r['solved'] for r in rs)}/{len(rs)}",
+                "median_launch_to_exit_s": statistics.median(r["launch_to_exit_s"] for r in rs),
+                "staleness_mean": _median([r["staleness_mean"] for r in rs]),
+                "env_steps": sorted(r["env_steps"] for r in rs),
+            }
+        base = per_n.get(2, {}).get("median_env_steps")
+        for stats in per_n.values():
+            stats["efficiency"] = base / stats["median_env_steps"] if base else None
+        out[mode] = {str(n): v for n, v in per_n.items()}
+    return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    head = ["recipe", "workers", "solved", "median env steps", "E(N)", "staleness", "launch-to-exit s", "env steps"]
+    body = []
+    for mode, per_n in results["summary"].items():
+        for n, s in per_n.items():
+            steps = ", ".join(f"{x / 1000:.0f}k" for x in s["env_steps"])
+            body.append(
+                [
+                    mode,
+                    n,
+                    s["solved"],
+                    fmt(s["median_env_steps"]),
+                    fmt(s["efficiency"], ".2f"),
+                    fmt(s["staleness_mean"], ".1f"),
+                    fmt(s["median_launch_to_exit_s"], ".1f"),
+                    steps,
+                ]
+            )
+    out = [(f"env steps to an evaluated return of {results['meta']['threshold']:g}", head, body)]
+    if results.get("collapse"):
+        head = ["recipe", "workers", "env steps", "last 5 evaluations: mean", "min", "held"]
+        body = [
+            [
+                c["mode"],
+                str(c["workers"]),
+                fmt(c["env_steps"]),
+                fmt(c["last5_mean"], ".1f"),
+                fmt(c["last5_min"], ".1f"),
+                str(c["held"]),
+            ]
+            for c in results["collapse"]
+        ]
+        out.append(("long runs without a target (collapse check)", head, body))
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, per_n in results["summary"].items():
+        ns = sorted(int(n) for n in per_n)
+        ax.plot(ns, [per_n[str(n)]["efficiency"] for n in ns], "o-", label=mode)
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8, label="ideal")
+    ax.set(xscale="log", xlabel="workers", ylabel="E(N) = env steps at 2 / at N", ylim=(0, 1.3))
+    ns = sorted({int(n) for per_n in results["summary"].values() for n in per_n})
+    ax.set_xticks(ns, [str(n) for n in ns])
+    m = results["meta"]
+    ax.set_title(f"sample-scaling efficiency, {m['env_id']} to {m['threshold']:g} ({m['launcher']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every run, as for a3c-train")
+    p.add_argument("--workers", type=int_list, default=[2, 4, 8, 16, 32, 64], help="worker counts (need 2)")
+    p.add_argument("--seeds", type=int_list, default=[1, 2, 3, 4, 5], help="seeds (default 1-5)")
+    p.add_argument("--modes", default="grad", help="comma-separated modes (default grad)")
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        help='another recipe to compare, "LABEL=key=value key=value" (repeatable)',
+    )
+    p.add_argument("--launcher", choices=["process", "serial"], default="process", help="a3c-train or run_serial")
+    p.add_argument("--threshold", type=float, default=475.0, help="evaluated mean return to reach (default 475)")
+    p.add_argument("--interval", type=int, default=10_000, help="eval.interval_env_steps (default 10000)")
+    p.add_argument("--episodes", type=int, default=10, help="eval.episodes (default 10)")
+    p.add_argument("--max-steps", type=int, default=3_000_000, help="env-step budget of a run (default 3M)")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="time budget of a run (default 10)")
+    p.add_argument("--collapse", type=int_list, default=None, help="worker counts of long runs without a target")
+    p.add_argument("--collapse-steps", type=int, default=3_000_000, help="their env steps (default 3M)")
+    p.add_argument("--collapse-interval", type=int, default=50_000, help="their evaluation interval")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--plot", type=Path, default=None, help="write E(N) against N as a PNG here")
+    p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
+    p.add_argument("--child", choices=["serial"], help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)
+    if args.child == "serial":
+        workers = next(int(o.split("=", 1)[1]) for o in args.overrides if o.startswith("workers="))
+        child_serial(workers, [o for o in args.overrides if not o.startswith("workers=")])
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if 2 not in args.workers:
+        parser().error("--workers must include 2: E(N) is measured against 2 workers")
+    recipes: list[Recipe] = [(m.strip(), {"mode": m.strip()}) for m in args.modes.split(",") if m.strip()]
+    for text in args.recipe:
+        label, _, overrides = text.partition("=")
+        if not label or not overrides:
+            parser().error(f"--recipe {text!r}: must be LABEL=key=value [key=value ...]")
+        recipes.append((label, dict(o.split("=", 1) for o in overrides.split())))
+    results: dict[str, Any] = {"meta": meta(args.overrides, f"to {args.threshold:g} or {args.max_steps} env steps")}
+    results["meta"].update(threshold=args.threshold, launcher=args.launcher, interval=args.interval, command=sys.argv)
+    runs: list[dict[str, Any]] = []
+    root = Path(tempfile.mkdtemp(prefix="a3c-bench-scaling-"))
+    try:
+        for i, seed in enumerate(args.seeds):
+            order = args.workers[i % len(args.workers) :] + args.workers[: i % len(args.workers)]
+            for n in order:
+                for recipe in recipes:
+                    say(PROG, f"{recipe[0]} workers={n} seed={seed} ...")
+                    runs.append(measure(args, recipe, n, seed, root / f"{recipe[0]}-{n}-{seed}"))
+                    say(PROG, f"  {runs[-1]['env_steps']} env steps, solved {runs[-1]['solved']}")
+        results["runs"] = runs
+        results["summary"] = summarize(runs)
+        results["collapse"] = []
+        for n in args.collapse or []:
+            for recipe in recipes:
+                say(PROG, f"collapse check: {recipe[0]} workers={n}, {args.collapse_steps} env steps ...")
+                results["collapse"].append(collapse_check(args, recipe, n, root / f"collapse-{recipe[0]}-{n}"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print_tables(tables(results), args.plain)
+    if args.out:
+        write_json(args.out, results)
+        say(PROG, f"wrote {args.out}")
+    if args.plot:
+        plot(results, args.plot)
+        say(PROG, f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""How the step follows the job's size (rl/scaling.py): the rules as pure functions, the server applying
+them to the batch of each optimizer step, and `server.accumulate=0` resolved from the worker count."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from distributed_a3c.config import Config, ConfigError, OptimConfig, ScaleConfig, ServerConfig, TrainConfig, validate
+from distributed_a3c.messages import GradientPush
+from distributed_a3c.rl.scaling import auto_accumulate, scaled_lr
+from distributed_a3c.server import ParameterServer, SynchronousServer
+from distributed_a3c.server.optim import FlatOptimizer
+from distributed_a3c.trainer import pushes_per_step
+
+NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)
+ADAM = OptimConfig(name="adam", lr=0.01, beta1=0.0)
+
+
+def test_auto_accumulate_sums_the_pushes_of_each_group_of_workers() -> None:
+    assert [auto_accumulate(n) for n in (1, 2, 3, 4, 7, 8, 16, 32, 64)] == [1, 1, 1, 1, 1, 2, 4, 8, 16]
+    assert auto_accumulate(16, workers_per_step=2) == 8
+    with pytest.raises(ValueError, match="workers=0"):
+        auto_accumulate(0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "batch", "expected"),
+    [("sqrt", 640, 2e-3 * 2), ("sqrt", 160, 2e-3), ("linear", 640, 2e-3 * 4), ("none", 640, 2e-3), ("sqrt", 40, 1e-3)],
+)
+def test_the_learning_rate_follows_the_batch(rule: str, batch: int, expected: float) -> None:
+    assert math.isclose(scaled_lr(2e-3, batch, 160, rule), expected)
+
+
+def test_scaled_lr_refuses_what_it_cannot_take() -> None:
+    with pytest.raises(ValueError, match="rule='cubic' is invalid"):
+        scaled_lr(1e-3, 10, 10, "cubic")
+    with pytest.raises(ValueError, match="must be > 0"):
+        scaled_lr(1e-3, 10, 0, "sqrt")
+
+
+def _server(kind=ParameterServer, accumulate: int = 1, rule: str = "sqrt", reference: int | None = None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    scale = ScaleConfig(rule=rule, reference_batch=reference)
+    return kind(model, ADAM, ServerConfig(accumulate=accumulate), NO_STOP, env_steps_per_push=160, scale=scale)
+
+
+def test_an_accumulated_step_uses_the_scaled_rate() -> None:
+    server = _server(accumulate=4)
+    start = server.flat.weights.detach().clone()
+    grads = [torch.randn(server.num_params, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    for g in grads:
+        server.push(GradientPush(rank=1, version=server.version, grads=g, env_steps=160))
+    param = start.clone()
+    FlatOptimizer(param, OptimConfig(name="adam", lr=0.01 * math.sqrt(4), beta1=0.0)).step(torch.stack(grads).sum(0))
+    torch.testing.assert_close(server.flat.weights, param)
+    row = server.snapshot()
+    assert math.isclose(row["server/lr"], 0.02) and row["server/batch_env_steps"] == 640
+
+
+def test_a_reference_batch_sets_what_optim_lr_is_meant_for() -> None:
+    server = _server(accumulate=1, reference=640)
+    assert math.isclose(server.step_lr(1), 0.01 * math.sqrt(160 / 640))
+    assert math.isclose(_server(rule="none", accumulate=8).step_lr(8), 0.01)
+
+
+def test_a_synchronous_step_scales_with_the_workers_it_averages() -> None:
+    server = _server(SynchronousServer)
+    futures = [
+        server.push_synchronous(GradientPush(rank=r, version=0, grads=torch.ones(server.num_params), env_steps=160), 3)
+        for r in (1, 2, 3)
+    ]
+    assert all(f.wait().status == "applied" for f in futures)
+    assert math.isclose(server.snapshot()["server/lr"], 0.01 * math.sqrt(3))
+
+
+@pytest.mark.parametrize(
+    ("changes", "workers", "expected"),
+    [
+        ({}, 2, 1),
+        ({}, 16, 4),
+        ({}, 64, 16),
+        ({"scale.workers_per_step": 8}, 64, 8),
+        ({"server.accumulate": 3}, 64, 3),
+        ({"server.fold": True}, 64, 1),
+        ({"mode": "sync"}, 64, 1),
+        ({"mode": "data"}, 64, 1),
+    ],
+)
+def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expected: int) -> None:
+    cfg = Config()
+    for key, value in changes.items():
+        obj = cfg
+        *path, last = key.split(".")
+        for part in path:
+            obj = getattr(obj, part)
+        setattr(obj, last, value)
+    validate(cfg)
+    assert pushes_per_step(cfg, workers) == expected
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "value", "message"),
+    [
+        ("scale", "rule", "cubic", "scale.rule='cubic' is invalid: must be one of sqrt, linear, none"),
+        ("scale", "reference_batch", 0, "scale.reference_batch=0 is invalid: must be null (one push)"),
+        ("scale", "reference_batch", -5, "scale.reference_batch=-5 is invalid"),
+        ("scale", "workers_per_step", 0, "scale.workers_per_step=0 is invalid: must be >= 1"),
+        ("server", "accumulate", -1, "server.accumulate=-1 is invalid: must be >= 0"),
+    ],
+)
+def test_bad_scaling_options_are_refused_in_one_line(group: str, key: str, value: object, message: str) -> None:
+    cfg = Config()
+    setattr(getattr(cfg, group), key, value)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(cfg)

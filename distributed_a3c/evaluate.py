@@ -9,6 +9,7 @@ per episode and a JSON summary.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, default=None, help="record every episode as mp4 into this directory")
     args = parser.parse_args(argv)
     checkpoint = args.path / "checkpoint.pt" if args.path.is_dir() else args.path
+    if args.video is not None and importlib.util.find_spec("moviepy") is None:
+        print(f"{PROG}: error: --video needs moviepy: pip install 'distributed_a3c[video]'", file=sys.stderr)
+        return 2
     if args.episodes < 1:
         print(f"{PROG}: error: --episodes={args.episodes} is invalid: must be >= 1", file=sys.stderr)
         return 2

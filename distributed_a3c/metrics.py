@@ -110,6 +110,25 @@ class WandbSink:
         return str(run_path) if self.cfg.mode == "offline" else None
 
 
+class TensorBoardSink:
+    """TensorBoard event files in the run directory (logger.tensorboard): every numeric metric at its
+    `global_step`, under the names of metrics.jsonl."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, row: dict[str, float]) -> None:
+        step = int(row["global_step"])
+        for key, value in row.items():
+            if key != "global_step" and isinstance(value, int | float) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class ProgressSink:
     """A live rich progress bar: env steps, steps/s, mean return, ETA."""
 

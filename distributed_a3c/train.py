@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from distributed_a3c import sweep
 from distributed_a3c.config import Config, ConfigError, unused_options
 from distributed_a3c.envs import validate_all
 
@@ -203,13 +205,20 @@ def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def _hydra_main(dcfg: DictConfig) -> None:
+def _hydra_main(dcfg: DictConfig) -> float | None:
+    """One job: the run's ranks (under torchrun, this rank). In a sweep (`-m`), its objective."""
+    multirun = sweep.is_multirun()
     try:
         cfg = to_config(dcfg)
     except ConfigError as e:
+        if multirun:
+            return sweep.record_failure(f"has a bad config: {e}")
         _fail(str(e))
     run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-    config_dict = OmegaConf.to_container(dcfg, resolve=True)
+    if multirun:
+        sweep.name_the_job(cfg)
+    config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True) if multirun else None
+    config_dict = config_dict or OmegaConf.to_container(dcfg, resolve=True)
     if _torchrun_rank() in (None, 0):  # said once, by the process that reports for the job
         for line in unused_options(cfg, Config()):
             print(f"{PROG}: warning: {line}", file=sys.stderr, flush=True)
@@ -219,9 +228,13 @@ def _hydra_main(dcfg: DictConfig) -> None:
         shards = cfg.server.shards
         servers = "1 parameter server" if shards == 1 else f"{shards} parameter-server shards"
         print(f"{PROG}: {servers} + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
-        # The ranks have exited and written everything: nothing is left for a slow teardown to save.
-        ranks = shards + cfg.workers
-        _exit_now(launch_local(ranks, cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict))
+        code = launch_local(shards + cfg.workers, cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict)
+        if not multirun or code in (128 + 2, 128 + 15):  # Ctrl-C or SIGTERM also ends a sweep, after this job
+            # The ranks have exited and written everything: nothing is left for a slow teardown to save.
+            _exit_now(code)
+        if code != 0:
+            return sweep.record_failure(f"exited with code {code} (run dir {run_dir})")
+        return sweep.objective_of(run_dir)
     sys.exit(rank_main(cfg, run_dir, config_dict))
 
 
@@ -248,11 +261,26 @@ def _default_run_dir() -> str:
     return os.path.abspath(datetime.datetime.now().strftime("outputs/%Y-%m-%d/%H-%M-%S"))
 
 
+def _precheck_sweep(args: list[str]) -> None:
+    """Before the first job of `-m`: the sweeper plugin is there, and every basic combination composes."""
+    if _torchrun_rank() is not None:
+        _fail("-m (multirun) runs whole jobs one after another through a3c-train; it cannot run under torchrun")
+    overrides = [a for a in args if not a.startswith("-")]
+    wants_optuna = any("optuna" in a or a.lstrip("+").startswith("hparams_search=") for a in overrides)
+    if wants_optuna and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        _fail("the Optuna sweeper is not installed: pip install 'distributed_a3c[sweep]'")
+    for job in sweep.sweep_combinations(overrides):
+        precheck(job)
+
+
 def main() -> None:
     args = sys.argv[1:]
     plain_run = not any(a.startswith("-") for a in args)  # leave --help, --cfg, -m ... to Hydra itself
+    multirun = any(a in ("-m", "--multirun") for a in args)
     if plain_run:
         precheck(args)
+    elif multirun:
+        _precheck_sweep(args)
     rank = _torchrun_rank()
     if plain_run and rank in (None, 0):
         run_dir = _run_dir_arg(args)
@@ -269,6 +297,8 @@ def main() -> None:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
         sys.argv.append("hydra.run.dir=.")  # last wins: not even the user's run directory is made here
     _hydra_main()
+    if multirun:
+        sweep.report_and_exit()
 
 
 if __name__ == "__main__":

@@ -8,17 +8,11 @@ arrive over RPC; `run_serial` steps N in-process workers between ticks (tests, d
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import platform
 import random
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +28,13 @@ from distributed_a3c.checkpoint import (
     save_checkpoint,
 )
 from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
-from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, WandbSink
+from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, TensorBoardSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.policy_eval import PeriodicEvaluator
 from distributed_a3c.rl.scaling import auto_accumulate
+from distributed_a3c.run_record import now_iso, objective_value, run_meta, run_summary, write_json
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
-from distributed_a3c.worker import make_worker, peak_rss_mb
+from distributed_a3c.worker import make_worker
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +149,8 @@ class Trainer:
     ) -> None:
         self.cfg, self.run_dir, self.config_dict = cfg, run_dir, config_dict
         self.server, self.roster, self.other_shards = server, roster, other_shards
-        self.meta = _meta(resumed_from)
-        _write_json(run_dir / "meta.json", self.meta)
+        self.meta = run_meta(resumed_from)
+        write_json(run_dir / "meta.json", self.meta)
         self.sinks: list = [JsonlSink(run_dir / "metrics.jsonl")]
         self.wandb_sink = None
         if cfg.logger.wandb.mode != "disabled":
@@ -163,6 +158,8 @@ class Trainer:
             wandb_id = id_file.read_text().strip() if id_file.is_file() else None
             self.wandb_sink = WandbSink(cfg.logger, run_dir, cfg.name, config_dict, resume_id=wandb_id)
             self.sinks.append(self.wandb_sink)
+        if cfg.logger.tensorboard:
+            self.sinks.append(TensorBoardSink(run_dir))
         if cfg.logger.progress:
             self.sinks.append(ProgressSink(cfg.train.total_env_steps))
         self.hub = MetricsHub(self.sinks)
@@ -221,11 +218,15 @@ class Trainer:
         for sink in self.sinks:
             if sink is not self.wandb_sink:
                 sink.close()
-        summary = _summary(self.server, world_size, final_shards, self.roster)
+        summary = run_summary(self.server, world_size, final_shards, self.roster)
         summary["eval"] = self.server.stats.eval_summary(self.cfg.train.target_return)
-        _write_json(self.run_dir / "summary.json", summary)
-        self.meta.update(end_time=_now(), exit_reason=summary["exit_reason"], hosts=hosts or self.meta["hosts"])
-        _write_json(self.run_dir / "meta.json", self.meta)
+        summary["objective"] = {
+            "name": self.cfg.train.objective,
+            "value": objective_value(summary, self.cfg.train.objective),
+        }
+        write_json(self.run_dir / "summary.json", summary)
+        self.meta.update(end_time=now_iso(), exit_reason=summary["exit_reason"], hosts=hosts or self.meta["hosts"])
+        write_json(self.run_dir / "meta.json", self.meta)
         return summary
 
     def close_wandb(self) -> str | None:
@@ -275,88 +276,3 @@ def run_serial(
         summary = trainer.finish(world_size)
         trainer.close_wandb()
     return summary
-
-
-def _summary(
-    server: ParameterServer, world_size: int, other_shards: list[dict] | None, roster: WorkerRoster
-) -> dict[str, Any]:
-    stats = server.stats
-    rets = list(stats.returns)
-    shards = len(server.bounds)
-    attempt = max(stats.attempt_s(), 1e-9)  # the busy-time counters start again with each attempt
-    rss = {r: s.get("worker/max_rss_mb") for r, s in sorted(stats.last_stats.items())}
-    worker_rss = {str(r): round(v, 1) for r, v in rss.items() if v is not None}
-    counters = server.counters()
-    return {
-        "exit_reason": server.stop_reason,
-        "env_steps": stats.env_steps,
-        "episodes": stats.episodes,
-        "mean_return_100": round(sum(rets) / len(rets), 2) if rets else None,
-        "wall_time_s": round(stats.elapsed_s(), 3),
-        "weight_version": counters["version"],
-        "pushes_per_rank": {str(r): stats.pushes_by_rank.get(r, 0) for r in range(shards, world_size)},
-        "lost_workers": {str(r): why for r, why in sorted(roster.lost.items())},
-        "dropped_pushes": counters["dropped"],
-        "rejected_pushes": counters["rejected"],
-        "staleness": stats.staleness_summary(),
-        "policy_lag": stats.policy_lag_summary(),
-        "server_busy_fraction": round(counters["busy_s"] / attempt, 4),
-        "wire_bytes_per_env_step": round(
-            sum(s["wire_bytes"] for s in [counters, *(other_shards or [])]) / max(stats.env_steps, 1), 1
-        ),
-        "shards": [
-            {
-                "shard": k,
-                "version": s["version"],
-                "pushes": s["pushes"],
-                "busy_fraction": round(s["busy_s"] / attempt, 4),
-            }
-            for k, s in enumerate([server.shard_stats(), *(other_shards or [])])
-        ],
-        "peak_rss_mb_by_rank": {"0": round(peak_rss_mb(), 1), **worker_rss},
-    }
-
-
-def _meta(resumed_from: Path | None) -> dict[str, Any]:
-    """What ran, where and when: versions, git commit, hosts, command line."""
-    import importlib.metadata
-
-    import gymnasium
-
-    return {
-        "package_version": importlib.metadata.version("distributed_a3c"),
-        "git_commit": _git_commit(),
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "python": platform.python_version(),
-        "hosts": {"0": socket.gethostname()},
-        "command": sys.argv,
-        "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
-        "resumed_from": str(resumed_from) if resumed_from else None,
-        "start_time": _now(),
-        "end_time": None,
-        "exit_reason": None,
-    }
-
-
-def _git_commit() -> str | None:
-    """The commit of the checkout the package runs from, when it runs from one."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

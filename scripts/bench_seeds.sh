@@ -5,7 +5,7 @@
 #   scripts/bench_seeds.sh                                              # the default job, seeds 1-10
 #   CONFIGS="train.max_minutes=3|algo.normalize_advantages=true train.max_minutes=3" scripts/bench_seeds.sh
 # CONFIGS: |-separated override sets (default: none); SEEDS: the seeds (default 1..10); KEEP_DIR: keep each
-# run directory (metrics.jsonl, summary.json) as KEEP_DIR/c<config index>_s<seed>, e.g. for plot_curves.py.
+# run directory (metrics.jsonl, summary.json) as KEEP_DIR/c<config index>_s<seed>, e.g. for a3c-plot.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/_setup.sh" ""

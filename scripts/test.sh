@@ -4,8 +4,8 @@
 #   scripts/test.sh tests/unit -q   # a subset
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# The env-family extras too: their tests must run, not skip.
-"$ROOT/scripts/_setup.sh" "dev,atari,box2d,mujoco"
+# The env-family, sweep and TensorBoard extras too: their tests must run, not skip.
+"$ROOT/scripts/_setup.sh" "dev,atari,box2d,mujoco,sweep,tensorboard"
 cd "$ROOT"
 set +e
 "${A3C_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"

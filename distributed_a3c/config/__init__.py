@@ -11,6 +11,7 @@ No Hydra here (train.py registers the schema); the rules that need gymnasium are
 from distributed_a3c.config.rules import (
     EXPERIENCE_MODES,
     MODES,
+    OBJECTIVES,
     ConfigError,
     config_errors,
     unused_options,
@@ -37,6 +38,7 @@ from distributed_a3c.config.schema import (
 __all__ = [
     "EXPERIENCE_MODES",
     "MODES",
+    "OBJECTIVES",
     "AlgoConfig",
     "AtariConfig",
     "CentralConfig",

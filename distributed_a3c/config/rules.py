@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from distributed_a3c.rl.scaling import SCALING_RULES
@@ -24,6 +25,13 @@ WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 RPC_TRANSPORTS = ("shm", "uv", "ibv")
 MODES = ("grad", "data", "sync", "central")
 TARGET_SOURCES = ("train", "eval")
+OBJECTIVES = {
+    "mean_return_100": "maximize",
+    "eval_mean_return": "maximize",
+    "env_steps_to_target": "minimize",
+    "time_to_target": "minimize",
+}
+"""`train.objective` -> the direction a sweeper should optimize it in (docs/SWEEPS.md)."""
 EXPERIENCE_MODES = ("data", "central")
 """Modes in which the server learns from rollouts (the workers send experience, not gradients)."""
 
@@ -180,6 +188,8 @@ def _train_errors(e: list[str], cfg: Config) -> None:
     _check(e, t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
     _check(e, t.max_restarts >= 0, "train.max_restarts", t.max_restarts, ">= 0")
     _choice(e, "train.target_source", t.target_source, TARGET_SOURCES)
+    allowed = ", ".join(f"{name} ({direction})" for name, direction in OBJECTIVES.items())
+    _check(e, t.objective in OBJECTIVES, "train.objective", t.objective, f"one of {allowed}")
     _check(
         e,
         t.target_source != "eval" or cfg.eval.interval_env_steps > 0,
@@ -248,6 +258,13 @@ def _top_level_errors(e: list[str], cfg: Config) -> None:
     _check(e, c.max_batch >= 0, "central.max_batch", c.max_batch, ">= 0 (0: no limit)")
     _check(e, c.max_wait_ms >= 0, "central.max_wait_ms", c.max_wait_ms, ">= 0")
     _choice(e, "logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
+    _check(
+        e,
+        not cfg.logger.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+        "logger.tensorboard",
+        cfg.logger.tensorboard,
+        "false while tensorboard is not installed: pip install 'distributed_a3c[tensorboard]'",
+    )
     _check(e, cfg.workers >= 1, "workers", cfg.workers, ">= 1")
     _check(e, cfg.seed >= 0, "seed", cfg.seed, ">= 0")
 

@@ -200,6 +200,10 @@ class TrainConfig:
     target_source: str = "train"
     """Which mean `train.target_return` is compared with: `train`, the last 100 finished training episodes;
     `eval`, the latest evaluation of the current weights (needs `eval.interval_env_steps` > 0)."""
+    objective: str = "mean_return_100"
+    """What a run returns to a Hydra sweeper and writes in summary.json: `mean_return_100` or
+    `eval_mean_return` (maximize), `env_steps_to_target` or `time_to_target` (minimize; +inf when the
+    target was never reached). docs/SWEEPS.md."""
     max_minutes: float | None = 10.0
     """Stop after this many minutes of training; null disables. A resumed run counts the minutes of the
     checkpoint it continues from (restarts do not reset the budget)."""
@@ -253,6 +257,9 @@ class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     progress: bool = True
     """Live progress bar on the console of rank 0."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (`tensorboard --logdir RUN_DIR`), the same metric names; needs
+    the tensorboard extra."""
 
 
 @dataclass

@@ -18,7 +18,8 @@ from distributed_a3c.config import Config, ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
-PLAIN_GROUPS = [g for g in GROUPS if g != "experiment"]
+APPENDED = ("experiment", "hparams_search")  # not in config.yaml's defaults: added with +group=option
+PLAIN_GROUPS = [g for g in GROUPS if g not in APPENDED]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -28,7 +29,7 @@ def _compose(overrides: list[str]):
 
 
 def _override(group: str, name: str) -> str:
-    return f"+{group}={name}" if group == "experiment" else f"{group}={name}"
+    return f"+{group}={name}" if group in APPENDED else f"{group}={name}"
 
 
 def _default_option(group: str) -> str | None:
@@ -67,7 +68,7 @@ def _package(path: Path, group: str) -> str:
 def _leaves(node, prefix: str = ""):
     if isinstance(node, dict):
         for k, v in node.items():
-            if prefix == "" and k == "defaults":
+            if prefix == "" and k in ("defaults", "hydra"):  # the defaults list; Hydra's own settings
                 continue
             yield from _leaves(v, f"{prefix}{k}.")
     else:

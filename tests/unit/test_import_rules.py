@@ -103,15 +103,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("server: the parameter server and its parts", ("distributed_a3c.server",)),
     ("worker", ("distributed_a3c.worker",)),
-    ("trainer: the run lifecycle", ("distributed_a3c.trainer",)),
+    ("trainer: the run lifecycle", ("distributed_a3c.trainer", "distributed_a3c.run_record")),
     ("edge: RPC, torchrun, signals", ("distributed_a3c.distributed",)),
-    ("entry points", ("distributed_a3c.train", "distributed_a3c.evaluate")),
+    (
+        "entry points",
+        ("distributed_a3c.train", "distributed_a3c.sweep", "distributed_a3c.evaluate", "distributed_a3c.plot"),
+    ),
 ]
 
 # Third-party modules and the only layers (or files) allowed to import them.
 OUTSIDE = {
     "torch.distributed": ("distributed_a3c.distributed",),
-    "hydra": ("distributed_a3c.train",),
+    "hydra": ("distributed_a3c.train", "distributed_a3c.sweep"),
     "omegaconf": ("distributed_a3c.train", "distributed_a3c.evaluate"),
     "wandb": ("distributed_a3c.metrics",),
     "gymnasium": (

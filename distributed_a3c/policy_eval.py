@@ -94,6 +94,8 @@ class PolicyEvaluator:
         self.seed = cfg.seed
         env_cfg = copy.deepcopy(cfg.env)
         env_cfg.atari.terminal_on_life_loss = False  # whole games, as a3c-eval plays them
+        if env_cfg.vectorization == "async":  # no subprocesses forked from the lead, whose RPC threads run
+            env_cfg.vectorization = "sync"
         self.envs = make_vector_env(env_cfg, self.episodes, eval_seed(cfg.seed, 0))
         self.next_step_autoreset = is_next_step_autoreset(self.envs)
         with torch.random.fork_rng():  # its weights are loaded at each evaluation: leave the run's RNG alone

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distributed_a3c import sweep
 from distributed_a3c.config import Config, ConfigError, unused_options
+from distributed_a3c.distributed.supervise import record_exit
 from distributed_a3c.envs import validate_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -67,6 +68,7 @@ def _spaces_error(key: str, cfg: Config) -> str | None:
 
 
 def _fail(message: str, code: int = 2) -> None:
+    record_exit(code, message)
     rank = _torchrun_rank()
     multinode = int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1
     where = f" (rank {rank} on {socket.gethostname()})" if rank is not None and (rank != 0 or multinode) else ""
@@ -187,6 +189,7 @@ def rank_main(cfg: Config, run_dir: Path, config_dict: dict[str, Any]) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         code = _run_rank(cfg, rank, run_dir, config_dict)
+        record_exit(code)
         if terminated_by_launcher():
             # The launcher that sent SIGTERM will not collect our return value: don't wait for it.
             _exit_now(code)

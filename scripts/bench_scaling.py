@@ -78,7 +78,24 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         "train.total_env_steps": args.max_steps,
         "train.max_minutes": args.max_minutes,
     }
-    r = run_job(args, workers, values, run_dir)
+    try:
+        r = run_job(args, workers, values, run_dir)
+    except Exception as e:  # a failed or hung run counts as unsolved at its budget; the benchmark goes on
+        error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        say(PROG, f"  failed: {error}")
+        return {
+            "mode": label,
+            "workers": workers,
+            "seed": seed,
+            "solved": False,
+            "env_steps": args.max_steps,
+            "launch_to_exit_s": float("nan"),
+            "wall_time_s": None,
+            "staleness_mean": None,
+            "policy_lag_mean": None,
+            "evaluations": [],
+            "error": error,
+        }
     s = r["summary"]
     at = (s.get("eval") or {}).get("first_global_step_at_target")
     return {

@@ -18,6 +18,7 @@
 #   LOCAL_ADDR      this node's address as the others reach it (default: the one that routes to the
 #                   rendezvous host; never the hostname's, which is often loopback)
 #   TP_SOCKET_IFNAME / GLOO_SOCKET_IFNAME   interface for RPC traffic (default: the one routing to MASTER_ADDR)
+#   A3C_AGENT_GRACE_S  seconds torchrun's agent may outlive this node's ranks before it is stopped (default 30)
 # Everything after the variables goes to distributed_a3c.train as Hydra overrides.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,4 +57,9 @@ args=(--nnodes="${NNODES:-2}" --nproc-per-node="${NPROC_PER_NODE:-2}" --max-rest
       --rdzv-conf="is_host=$is_host,last_call_timeout=${LAST_CALL_TIMEOUT:-5},keep_alive_interval=2")
 [ -n "$local_addr" ] && args+=(--local-addr="$local_addr")
 cd "$ROOT"
-exec "${A3C_VENV:-$ROOT/.venv}/bin/torchrun" "${args[@]}" -m distributed_a3c.train "$@"
+# The supervisor stops torchrun's agent once this node's ranks are over and it still waits for nodes that
+# are gone (its exit barrier, a rendezvous store cut off): A3C_AGENT_GRACE_S (default 30) after the last
+# rank. Its exit code is what the ranks said (docs/RELIABILITY.md).
+VENV="${A3C_VENV:-$ROOT/.venv}"
+exec "$VENV/bin/python" -m distributed_a3c.distributed.supervise -- \
+  "$VENV/bin/torchrun" "${args[@]}" -m distributed_a3c.train "$@"

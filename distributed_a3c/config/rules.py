@@ -166,6 +166,13 @@ def _rpc_errors(e: list[str], cfg: Config) -> None:
     r = cfg.rpc
     _check(e, r.port is None or 1 <= r.port <= 65535, "rpc.port", r.port, "null or a TCP port in 1..65535")
     _check(e, r.timeout_s > 0, "rpc.timeout_s", r.timeout_s, "> 0")
+    _check(
+        e,
+        0 < r.liveness_timeout_s <= r.timeout_s,
+        "rpc.liveness_timeout_s",
+        r.liveness_timeout_s,
+        f"> 0 and at most rpc.timeout_s={r.timeout_s:g} (a silent peer must be noticed before a call times out)",
+    )
     _check(e, r.num_threads >= 1, "rpc.num_threads", r.num_threads, ">= 1")
     transports = list(r.transports)
     ok = "uv" in transports and len(set(transports)) == len(transports) and set(transports) <= set(RPC_TRANSPORTS)

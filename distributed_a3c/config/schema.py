@@ -179,7 +179,10 @@ class RpcConfig:
     socket_ifname: str | None = None
     """Network interface for TensorPipe (TP_SOCKET_IFNAME); null picks the one that routes to MASTER_ADDR."""
     timeout_s: float = 60.0
-    """Timeout of one RPC call."""
+    """Timeout of one RPC call (a push may legitimately take long: a big model, a loaded server)."""
+    liveness_timeout_s: float = 10.0
+    """A peer that answers no ping for this long is lost: the lead pings every worker, and every worker its
+    server, about once a second. A slow peer (a long env step, a machine under load) still answers pings."""
     num_threads: int = 8
     """RPC worker threads on each rank."""
     transports: list[str] = field(default_factory=lambda: ["uv"])

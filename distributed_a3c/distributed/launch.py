@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -56,6 +57,11 @@ def launch_local(num_ranks: int, max_restarts: int, entry: Callable[..., int], *
         # notes it, waits for its ranks and exits 130 (it still tears them down on SIGTERM/SIGHUP/SIGQUIT).
         signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
+    # The ranks are forked while the first ones already connect to the job's store. Hosted by this
+    # process, the store's thread formats each new peer's address with getnameinfo, and a fork taken while
+    # it holds libc's resolver lock leaves a rank stuck forever at its first name lookup (seen at 64
+    # ranks). Unshared, the store the ranks meet in is rank 0's: nothing here answers them while forking.
+    os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_DropTraceback())
     interrupted: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))

@@ -1,9 +1,11 @@
-"""Noticing the dead: the lead pings its workers, every rank watches the torchrun agent that started it.
+"""Noticing the dead: the lead pings its workers, workers ping their server, every rank watches the
+torchrun agent that started it.
 
-torch RPC has no membership events: a worker that dies is only noticed when something is sent to it. The
-lead therefore pings each living worker about once a second; a dead process fails the ping at once (its
-connection is reset), a vanished node at `rpc.timeout_s`. And torchrun starts each rank in a session of
-its own, so a rank whose agent was killed would train on as an orphan: it watches its parent instead.
+torch RPC has no membership events: a peer that dies is only noticed when something is sent to it. So
+pings go about once a second each way; a dead process fails the ping at once (its connection is reset), a
+vanished or cut-off node after `rpc.liveness_timeout_s` without an answer, however long a push may take.
+And torchrun starts each rank in a session of its own, so a rank whose agent was killed would train on
+as an orphan: it watches its parent instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import torch
+
 from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.server import WorkerRoster
 
@@ -23,26 +27,29 @@ PING_INTERVAL_S = 1.0
 PARENT_POLL_S = 1.0
 
 
-class WorkerMonitor:
-    """On the lead: ping every pending worker each `interval_s`; `on_lost(rank, reason)` once per loss."""
+class PeerWatch:
+    """Pings `peers()` every `interval_s` from a thread of its own; a peer that does not answer a ping
+    within `timeout_s` (rpc.liveness_timeout_s) makes `on_lost(peer, reason)` be called, once per loss.
+
+    A peer that is only slow still answers: pings are served by its RPC threads, whatever its main thread
+    is busy with. `ping(peer, timeout_s)` returns a future (rpc_edge.ping_async; tests give their own).
+    """
 
     def __init__(
         self,
-        roster: WorkerRoster,
-        shards: int,
+        peers: Callable[[], list[int]],
+        ping: Callable[[int, float], torch.futures.Future],
         timeout_s: float,
         on_lost: Callable[[int, str], None],
         interval_s: float = PING_INTERVAL_S,
+        name: str = "peer-watch",
     ) -> None:
-        self.roster = roster
-        self.shards = shards
-        self.timeout_s = timeout_s
-        self.on_lost = on_lost
+        self.peers, self.ping, self.timeout_s, self.on_lost = peers, ping, timeout_s, on_lost
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="worker-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> WorkerMonitor:
+    def start(self) -> PeerWatch:
         self._thread.start()
         return self
 
@@ -52,17 +59,35 @@ class WorkerMonitor:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            ranks = self.roster.pending()
-            futures = {r: rpc_edge.ping_async(r, self.shards, self.timeout_s) for r in ranks}
-            for rank, future in futures.items():
+            futures = {peer: self.ping(peer, self.timeout_s) for peer in self.peers()}
+            for peer, future in futures.items():
                 try:
                     future.wait()
                 except Exception as e:
-                    if self._stop.is_set():
+                    if self._stop.is_set():  # stopping: the peer may be leaving in good order
                         return
-                    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    if self.roster.lose(rank, reason):  # False for a rank that left in good order
-                        self.on_lost(rank, reason)
+                    text = str(e).strip()
+                    self.on_lost(peer, text.splitlines()[0] if text else type(e).__name__)
+
+
+def worker_monitor(
+    roster: WorkerRoster, shards: int, timeout_s: float, on_lost: Callable[[int, str], None]
+) -> PeerWatch:
+    """On the lead: watch every pending worker; `on_lost(rank, reason)` once per worker lost."""
+
+    def lost(rank: int, reason: str) -> None:
+        if roster.lose(rank, reason):  # False for a rank that left in good order meanwhile
+            on_lost(rank, reason)
+
+    ping = lambda rank, timeout: rpc_edge.ping_async(rank, shards, timeout)  # noqa: E731
+    return PeerWatch(roster.pending, ping, timeout_s, lost, name="worker-monitor")
+
+
+def server_watch(shards: int, timeout_s: float, on_lost: Callable[[int, str], None]) -> PeerWatch:
+    """On a worker: watch the server shard(s); a partition or a frozen server is noticed in `timeout_s`,
+    not when a push times out (rpc.timeout_s)."""
+    ping = lambda shard, timeout: rpc_edge.ping_async(shard, shards, timeout)  # noqa: E731
+    return PeerWatch(lambda: list(range(shards)), ping, timeout_s, on_lost, name="server-watch")
 
 
 def watch_parent(on_orphaned: Callable[[int], None], poll_s: float = PARENT_POLL_S) -> threading.Thread:

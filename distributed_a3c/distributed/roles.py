@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,10 @@ from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed import rpc as rpc_edge
-from distributed_a3c.distributed.liveness import WorkerMonitor
+from distributed_a3c.distributed.liveness import server_watch, worker_monitor
 from distributed_a3c.distributed.rpc import PeerLost
 from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
+from distributed_a3c.distributed.supervise import record_exit
 from distributed_a3c.server import BatchingPredictor, WorkerRoster
 from distributed_a3c.trainer import Trainer, build_server, resume_source, server_device
 from distributed_a3c.worker import make_worker
@@ -44,12 +47,29 @@ def run_worker(cfg: Config, rank: int, world_size: int) -> int:
     store = rpc_edge.remote_store(shards, device, sdev, synchronous=cfg.mode == "sync")
     worker = make_worker(cfg, rank, store, device)
     rpc_edge.init(rank, world_size, cfg.rpc, device_map, shards)
+    watch = server_watch(shards, cfg.rpc.liveness_timeout_s, _server_silent).start()
     try:
         worker.run()
+        watch.stop()  # told to stop: the server may leave while this worker says goodbye
         rpc_edge.say_goodbye(rank, shards)
     finally:
+        watch.stop()
         rpc_edge.shutdown()
     return 0
+
+
+def _server_silent(shard: int, reason: str) -> None:
+    """A worker's server shard answered no ping for rpc.liveness_timeout_s (its node is cut off or frozen):
+    say so in one line and leave now; a push in flight would only time out later."""
+    what = "the parameter server" if shard == 0 else f"parameter-server shard {shard}"
+    cause = f"lost {what} (rank {shard} on {rendezvous.host_of(shard)}): no answer to pings: {reason}"
+    record_exit(1, cause)
+    print(
+        f"a3c-train: error (rank {os.environ.get('RANK', '?')} on {socket.gethostname()}): {cause}",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(1)
 
 
 def run_shard(cfg: Config, rank: int, world_size: int) -> int:
@@ -62,7 +82,7 @@ def run_shard(cfg: Config, rank: int, world_size: int) -> int:
     rpc_edge.init(rank, world_size, cfg.rpc, shards=cfg.server.shards)
     # Until released, this rank answers pushes and the lead's final request for its state.
     try:
-        lost = rpc_edge.wait_released(lambda: rpc_edge.ping(0, cfg.server.shards, cfg.rpc.timeout_s))
+        lost = rpc_edge.wait_released(lambda: rpc_edge.ping(0, cfg.server.shards, cfg.rpc.liveness_timeout_s))
     finally:
         rpc_edge.shutdown()
     if lost is not None:
@@ -89,6 +109,14 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         ).start()
     rpc_edge.serve(server, expected_pushes=lambda: len(roster.pending()), predictor=predictor)
     rpc_edge.on_goodbye(roster.depart)
+
+    def heard_from(rank: int) -> None:
+        if roster.revive(rank):  # its pushes are validated as any other's; too stale ones are dropped
+            log.warning(
+                "worker rank %d on %s is back after being declared lost; it trains on", rank, rendezvous.host_of(rank)
+            )
+
+    rpc_edge.on_heard_from(heard_from)
     trainer = Trainer(
         cfg, run_dir, config_dict, server, roster, resume_path, lambda stop: rpc_edge.shard_states(shards, stop)
     )
@@ -121,7 +149,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         elif cfg.mode == "sync":
             server.release_waiting(len(roster.pending()))
 
-    monitor = WorkerMonitor(roster, shards, cfg.rpc.timeout_s, lost).start()
+    monitor = worker_monitor(roster, shards, cfg.rpc.liveness_timeout_s, lost).start()
     try:
         while trainer.tick() is None:
             if interrupted():

@@ -30,6 +30,7 @@ _server: ParameterServer | None = None  # set on the server rank only
 _predictor: BatchingPredictor | None = None  # mode=central, on the lead
 _expected_pushes: Callable[[], int] | None = None  # mode=sync, on the lead: how many workers a step waits for
 _on_goodbye: Callable[[int], None] | None = None  # set on the lead: a worker that was told to stop has left
+_heard_from: Callable[[int], None] | None = None  # set on the lead: a worker pushed or pulled
 _released = threading.Event()  # set on a non-lead shard when the lead no longer needs it
 
 
@@ -66,8 +67,20 @@ def _act(rank: int, obs: torch.Tensor) -> torch.futures.Future[ActionReply]:
     return _predictor.predict(rank, obs)
 
 
+def on_heard_from(callback: Callable[[int], None]) -> None:
+    """On the lead: call `callback(rank)` with the rank of every push and pull (a lost worker that is back)."""
+    global _heard_from
+    _heard_from = callback
+
+
+def _heard(rank: object) -> None:
+    if _heard_from is not None and isinstance(rank, int):
+        _heard_from(rank)
+
+
 def _push(request: GradientPush | ExperiencePush) -> WeightsReply:
     assert _server is not None, "push reached a rank that hosts no parameter server"
+    _heard(getattr(request, "rank", None))
     return _server.push(request)
 
 
@@ -75,11 +88,13 @@ def _push(request: GradientPush | ExperiencePush) -> WeightsReply:
 def _push_synchronous(request: GradientPush) -> torch.futures.Future[WeightsReply]:
     """mode=sync: answered when the step of this weight version is done, without holding an RPC thread."""
     assert _server is not None, "push reached a rank that hosts no parameter server"
+    _heard(getattr(request, "rank", None))
     return _server.push_synchronous(request, _expected_pushes() if _expected_pushes is not None else 1)
 
 
 def _pull(rank: int | None) -> WeightsReply:
     assert _server is not None, "pull reached a rank that hosts no parameter server"
+    _heard(rank)
     return _server.pull(rank)
 
 

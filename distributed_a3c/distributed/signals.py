@@ -14,6 +14,7 @@ import threading
 import time
 
 from distributed_a3c.distributed.liveness import watch_parent
+from distributed_a3c.distributed.supervise import record_exit
 
 ORPHAN_DEADLINE_S = 30.0  # rank 0 without its agent: this long to checkpoint, then it exits regardless
 FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one Ctrl-C can arrive twice)
@@ -62,6 +63,7 @@ def arm_graceful_sigterm() -> None:
 
 def _exit_orphaned(parent: int) -> None:
     """A worker or shard whose torchrun agent died: nobody will restart or collect it, so it leaves."""
+    record_exit(1, f"its launcher (pid {parent}) is gone")
     print(
         f"a3c-train: error (rank {os.environ.get('RANK', '?')} on {socket.gethostname()}): its launcher "
         f"(pid {parent}) is gone; exiting",

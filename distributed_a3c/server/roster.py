@@ -27,6 +27,16 @@ class WorkerRoster:
             self._changed.notify_all()
             return True
 
+    def revive(self, rank: int) -> bool:
+        """`rank` was lost but is heard from again (a partition healed, a frozen process resumed): it counts
+        as alive again. True the first time (the caller says so once)."""
+        with self._changed:
+            if rank not in self.lost:
+                return False
+            del self.lost[rank]
+            self._changed.notify_all()
+            return True
+
     def depart(self, rank: int) -> None:
         with self._changed:
             self.departed.add(rank)

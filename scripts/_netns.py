@@ -1,0 +1,155 @@
+"""A simulated cluster for the benchmarks: K "nodes", each a network namespace of its own, joined through a
+bridge in another namespace, each link optionally rate-limited with `tc ... tbf`; and processes tagged so
+that everything a node started can be found and killed. Everything is removed afterwards, also on failure.
+
+Needs root and iproute2 (`ip netns`, `tc`); `netns_missing()` says why not in one line. Addresses are
+10.<x>.<y>.<node> inside the namespaces only: nothing leaves this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+TAG = "A3C_BENCH_NODE"
+
+
+def netns_missing(need_tc: bool = False) -> str | None:
+    """Why namespaces (and tc, if asked) cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root to make network namespaces"
+    for tool in ("ip", *(["tc"] if need_tc else [])):
+        if shutil.which(tool) is None:
+            return f"needs iproute2's `{tool}`"
+    probe = f"a3cprobe{uuid.uuid4().hex[:6]}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None if made.returncode == 0 else f"`ip netns add` is refused here: {made.stderr.strip()}"
+
+
+def sh(*args: str) -> None:
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+
+
+@dataclass
+class Node:
+    netns: str
+    ifname: str
+    addr: str
+
+    def run(self, cmd: list) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *[str(c) for c in cmd]]
+
+    def set_link(self, up: bool) -> None:
+        sh("ip", "-n", self.netns, "link", "set", self.ifname, "up" if up else "down")
+
+
+@contextlib.contextmanager
+def cluster(nodes: int, rate_mbit: float | None = None) -> Iterator[list[Node]]:
+    """`nodes` namespaces on one bridge; with `rate_mbit`, each node's link is shaped to that rate both
+    ways (tbf on the node's end and on the bridge's end of its veth)."""
+    tag = uuid.uuid4().hex[:5]
+    subnet = f"10.{100 + int(tag[:2], 16) % 100}.{int(tag[2:4], 16)}"
+    hub = f"a3c{tag}hub"
+    made = [hub]
+    members = [Node(f"a3c{tag}n{k}", f"e{tag}{k}", f"{subnet}.{k + 1}") for k in range(nodes)]
+    try:
+        sh("ip", "netns", "add", hub)
+        sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", hub, "link", "set", "br0", "up")
+        for k, node in enumerate(members):
+            sh("ip", "netns", "add", node.netns)
+            made.append(node.netns)
+            peer = f"p{tag}{k}"
+            sh("ip", "link", "add", node.ifname, "type", "veth", "peer", "name", peer)
+            sh("ip", "link", "set", node.ifname, "netns", node.netns)
+            sh("ip", "link", "set", peer, "netns", hub)
+            sh("ip", "-n", hub, "link", "set", peer, "master", "br0")
+            sh("ip", "-n", hub, "link", "set", peer, "up")
+            sh("ip", "-n", node.netns, "addr", "add", f"{node.addr}/24", "dev", node.ifname)
+            sh("ip", "-n", node.netns, "link", "set", node.ifname, "up")
+            sh("ip", "-n", node.netns, "link", "set", "lo", "up")
+            if rate_mbit:
+                burst = max(32_000, int(rate_mbit * 1e6 / 8 / 250))  # a 4 ms burst, at least 32 kB
+                for ns, dev in ((node.netns, node.ifname), (hub, peer)):
+                    sh(
+                        "tc",
+                        "-n",
+                        ns,
+                        "qdisc",
+                        "add",
+                        "dev",
+                        dev,
+                        "root",
+                        "tbf",
+                        "rate",
+                        f"{rate_mbit}mbit",
+                        "burst",
+                        str(burst),
+                        "latency",
+                        "50ms",
+                    )
+        yield members
+    finally:
+        for ns in made:  # deleting a namespace removes its links and qdiscs
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def link_bytes(node: Node) -> tuple[int, int]:
+    """(bytes received, bytes sent) on the node's link so far."""
+    out = subprocess.run(
+        ["ip", "-n", node.netns, "-j", "-s", "link", "show", node.ifname], capture_output=True, text=True, check=True
+    ).stdout
+    stats = json.loads(out)[0]["stats64"]
+    return stats["rx"]["bytes"], stats["tx"]["bytes"]
+
+
+def start(cmd: list, cwd: Path, log: Path, tag: str, env: dict | None = None) -> subprocess.Popen:
+    """`cmd` in a session of its own, its output in `log`, everything it starts tagged with `tag`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", TAG: tag, **(env or {})}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [str(c) for c in cmd], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def tagged(tag: str) -> list[int]:
+    """Running processes (not zombies) carrying `tag`."""
+    needle, pids = f"{TAG}={tag}".encode(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                stat = (entry / "stat").read_text()
+                if stat[stat.rindex(")") + 2] != "Z":
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def kill_tagged(tag: str) -> None:
+    for pid in tagged(tag):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} within {timeout:g} s")

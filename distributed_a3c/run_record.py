@@ -47,7 +47,6 @@ def run_summary(
 ) -> dict[str, Any]:
     stats = server.stats
     rets = list(stats.returns)
-    shards = len(server.bounds)
     attempt = max(stats.attempt_s(), 1e-9)  # the busy-time counters start again with each attempt
     rss = {r: s.get("worker/max_rss_mb") for r, s in sorted(stats.last_stats.items())}
     worker_rss = {str(r): round(v, 1) for r, v in rss.items() if v is not None}
@@ -59,7 +58,7 @@ def run_summary(
         "mean_return_100": round(sum(rets) / len(rets), 2) if rets else None,
         "wall_time_s": round(stats.elapsed_s(), 3),
         "weight_version": counters["version"],
-        "pushes_per_rank": {str(r): stats.pushes_by_rank.get(r, 0) for r in range(shards, world_size)},
+        "pushes_per_rank": {str(r): stats.pushes_by_rank.get(r, 0) for r in roster.ranks},
         "lost_workers": {str(r): why for r, why in sorted(roster.lost.items())},
         "dropped_pushes": counters["dropped"],
         "rejected_pushes": counters["rejected"],

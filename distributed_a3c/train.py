@@ -151,23 +151,29 @@ def _check_port_free(port: int) -> None:
 
 
 def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
-    from distributed_a3c.distributed.roles import run_server, run_shard, run_worker
+    from distributed_a3c.distributed.roles import run_aggregator, run_server, run_shard, run_worker
+    from distributed_a3c.server.placement import PlacementError, plan
 
     world_size = int(os.environ["WORLD_SIZE"])
-    shards = cfg.server.shards
-    if world_size < shards + 1:
-        raise ConfigError(
-            f"world size {world_size} is invalid: need {shards} server rank(s) (server.shards={shards}) "
-            "+ at least 1 worker rank"
+    s = cfg.server
+    try:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        layout = plan(
+            world_size, s.shards, s.placement, s.node_aggregate, local, int(os.environ.get("GROUP_WORLD_SIZE", 1))
         )
-    if 0 < rank < shards:
-        return run_shard(cfg, rank, world_size)
+    except PlacementError as e:
+        raise ConfigError(str(e)) from None
+    role = layout.role(rank)
+    if role == "shard" and rank != 0:
+        return run_shard(cfg, rank, world_size, layout)
     if rank == 0:
         if cfg.rpc.port is not None:
             _check_port_free(cfg.rpc.port)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config_dict))
-        return run_server(cfg, world_size, run_dir, config_dict)
-    return run_worker(cfg, rank, world_size)
+        return run_server(cfg, world_size, run_dir, config_dict, layout)
+    if role == "aggregator":
+        return run_aggregator(cfg, rank, world_size, layout)
+    return run_worker(cfg, rank, world_size, layout)
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -231,7 +237,9 @@ def _hydra_main(dcfg: DictConfig) -> float | None:
         shards = cfg.server.shards
         servers = "1 parameter server" if shards == 1 else f"{shards} parameter-server shards"
         print(f"{PROG}: {servers} + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
-        code = launch_local(shards + cfg.workers, cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict)
+        aggregator = int(cfg.server.node_aggregate)  # one more rank: `workers` still counts the workers
+        ranks = shards + aggregator + cfg.workers
+        code = launch_local(ranks, cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict)
         if not multirun or code in (128 + 2, 128 + 15):  # Ctrl-C or SIGTERM also ends a sweep, after this job
             # The ranks have exited and written everything: nothing is left for a slow teardown to save.
             _exit_now(code)

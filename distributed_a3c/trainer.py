@@ -34,6 +34,7 @@ from distributed_a3c.policy_eval import PeriodicEvaluator
 from distributed_a3c.rl.scaling import auto_accumulate
 from distributed_a3c.run_record import now_iso, objective_value, run_meta, run_summary, write_json
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
+from distributed_a3c.server.placement import Layout, plan
 from distributed_a3c.worker import make_worker
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,17 @@ def server_device(cfg: Config) -> torch.device:
     return torch.device("cpu")
 
 
-def build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -> ParameterServer:
-    """Parameter-server shard `shard` of a job of `world_size` ranks, continued from `state` if given."""
+def build_server(
+    cfg: Config, shard: int, world_size: int, state: dict | None, layout: Layout | None = None
+) -> ParameterServer:
+    """Parameter-server shard `shard` of a job of `world_size` ranks (laid out as `layout`: ranks 0..S-1
+    serve, the others push, when not given), continued from `state` if given."""
     torch.set_num_threads(1)
     obs_space, action_space = env_spaces(cfg)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone: every shard starts alike
     model = build_model(cfg, obs_space, action_space)
-    workers = range(cfg.server.shards, world_size)
+    layout = layout or plan(world_size, cfg.server.shards)
+    workers = layout.pushers
     device = server_device(cfg)
     server_cfg = dataclasses.replace(cfg.server, accumulate=pushes_per_step(cfg, len(workers)))
     if cfg.mode in EXPERIENCE_MODES:
@@ -63,7 +68,7 @@ def build_server(cfg: Config, shard: int, world_size: int, state: dict | None) -
             model, cfg.optim, server_cfg, cfg.train, cfg.algo, spec, device, workers, central, cfg.scale
         )
     else:
-        per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+        per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker * layout.pushes_per_forward()
         kind = SynchronousServer if cfg.mode == "sync" else ParameterServer
         server = kind(model, cfg.optim, server_cfg, cfg.train, device, shard, workers, per_push, cfg.scale)
     if state is not None:

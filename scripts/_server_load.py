@@ -75,6 +75,7 @@ def child_server(args: argparse.Namespace) -> None:
     from distributed_a3c.config import TrainConfig
     from distributed_a3c.distributed import rpc as rpc_edge
     from distributed_a3c.server import ParameterServer, WorkerRoster
+    from distributed_a3c.server.placement import plan
     from distributed_a3c.train import precheck
     from distributed_a3c.worker import peak_rss_mb
 
@@ -87,7 +88,7 @@ def child_server(args: argparse.Namespace) -> None:
     rpc_edge.serve(target)
     clients = WorkerRoster(range(cfg.server.shards, args.world))
     rpc_edge.on_goodbye(clients.depart)
-    rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
+    rpc_edge.init(args.rank, args.world, cfg.rpc, layout=plan(args.world, cfg.server.shards, "packed"))
     t0, busy0, cpu0 = time.monotonic(), server.busy_s, time.process_time()
     clients.wait_all_departed(timeout_s=args.warmup + args.seconds + 120)
     rpc_edge.shutdown()
@@ -117,14 +118,16 @@ def child_client(args: argparse.Namespace) -> None:
 
     _pin(args.client_cpus)
     from distributed_a3c.distributed import rpc as rpc_edge
+    from distributed_a3c.distributed.remote import remote_store
     from distributed_a3c.messages import WIRE_DTYPES, GradientPush
+    from distributed_a3c.server.placement import plan
     from distributed_a3c.train import precheck
     from distributed_a3c.worker import peak_rss_mb
 
     torch.set_num_threads(1)
     cfg = precheck(args.overrides)
     grads = (torch.randn(args.numel) * 1e-3).to(WIRE_DTYPES[cfg.server.wire_dtype])
-    rpc_edge.init(args.rank, args.world, cfg.rpc, shards=cfg.server.shards)
+    rpc_edge.init(args.rank, args.world, cfg.rpc, layout=plan(args.world, cfg.server.shards, "packed"))
     t_start = time.perf_counter() + args.warmup
     t_end = t_start + args.seconds
     latencies: list[list[float]] = [[] for _ in range(args.threads)]
@@ -133,7 +136,8 @@ def child_client(args: argparse.Namespace) -> None:
 
     def client(i: int) -> None:
         try:
-            store = rpc_edge.remote_store(cfg.server.shards, torch.device("cpu"))  # one push in flight per store
+            layout = plan(args.world, cfg.server.shards, "packed")
+            store = remote_store(layout, args.rank, torch.device("cpu"))  # one push in flight per store
             reply = store.pull()
             while (a := time.perf_counter()) < t_end:
                 request = GradientPush(
@@ -155,7 +159,7 @@ def child_client(args: argparse.Namespace) -> None:
         t.start()
     for t in threads:
         t.join()
-    rpc_edge.say_goodbye(args.rank, cfg.server.shards)
+    rpc_edge.say_goodbye(args.rank)
     rpc_edge.shutdown()
     _write(
         args.result,

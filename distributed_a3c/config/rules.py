@@ -158,6 +158,15 @@ def _server_errors(e: list[str], cfg: Config) -> None:
     )
     _check(e, s.max_staleness >= 0, "server.max_staleness", s.max_staleness, ">= 0")
     _check(e, s.shards >= 1, "server.shards", s.shards, ">= 1")
+    _choice(e, "server.placement", s.placement, ("auto", "packed", "spread"))
+    _check(e, s.aggregate_window_ms > 0, "server.aggregate_window_ms", s.aggregate_window_ms, "> 0")
+    _check(
+        e,
+        not s.node_aggregate or cfg.mode == "grad",
+        "server.node_aggregate",
+        s.node_aggregate,
+        f"false for mode={cfg.mode} (a node's aggregator sums gradients: mode=grad only)",
+    )
     _choice(e, "server.device", s.device, SERVER_DEVICES)
     _choice(e, "server.wire_dtype", s.wire_dtype, WIRE_DTYPE_NAMES)
 

@@ -142,8 +142,19 @@ class ServerConfig:
     """Dtype of gradients and weights on the wire: float32, bfloat16 or float16 (half the bytes; the
     master weights and optimizer stay float32)."""
     shards: int = 1
-    """Parameter-server ranks (0..shards-1), each owning and optimizing one slice of the flat weights;
-    workers are the ranks after them. A worker pushes each slice to its owner at once."""
+    """Parameter-server ranks, each owning and optimizing one slice of the flat weights; a worker pushes
+    each slice to its owner at once. Where they run: `server.placement`."""
+    placement: str = "auto"
+    """Which ranks the shards are (server/placement.py): `packed`, ranks 0..shards-1, all on the first node;
+    `spread`, the first rank of each of the first `shards` nodes, so that their traffic crosses `shards`
+    network links instead of one; `auto`, spread when the job has at least `shards` nodes, else packed."""
+    node_aggregate: bool = False
+    """mode=grad: the first non-server rank of every node sums the pushes of its node's other ranks and
+    forwards one push per window to the server, whose fresh weights it hands back: one upload and one
+    download per node instead of one per worker."""
+    aggregate_window_ms: float = 50.0
+    """server.node_aggregate: a window closes when every living worker of the node has pushed, or this long
+    after its first push."""
 
 
 @dataclass

@@ -70,24 +70,22 @@ class PeerWatch:
                     self.on_lost(peer, text.splitlines()[0] if text else type(e).__name__)
 
 
-def worker_monitor(
-    roster: WorkerRoster, shards: int, timeout_s: float, on_lost: Callable[[int, str], None]
-) -> PeerWatch:
-    """On the lead: watch every pending worker; `on_lost(rank, reason)` once per worker lost."""
+def worker_monitor(roster: WorkerRoster, timeout_s: float, on_lost: Callable[[int, str], None]) -> PeerWatch:
+    """On the lead (or a node's aggregator): watch every pending rank that pushes to it; `on_lost(rank,
+    reason)` once per rank lost."""
 
     def lost(rank: int, reason: str) -> None:
         if roster.lose(rank, reason):  # False for a rank that left in good order meanwhile
             on_lost(rank, reason)
 
-    ping = lambda rank, timeout: rpc_edge.ping_async(rank, shards, timeout)  # noqa: E731
-    return PeerWatch(roster.pending, ping, timeout_s, lost, name="worker-monitor")
+    return PeerWatch(roster.pending, rpc_edge.ping_async, timeout_s, lost, name="worker-monitor")
 
 
-def server_watch(shards: int, timeout_s: float, on_lost: Callable[[int, str], None]) -> PeerWatch:
-    """On a worker: watch the server shard(s); a partition or a frozen server is noticed in `timeout_s`,
-    not when a push times out (rpc.timeout_s)."""
-    ping = lambda shard, timeout: rpc_edge.ping_async(shard, shards, timeout)  # noqa: E731
-    return PeerWatch(lambda: list(range(shards)), ping, timeout_s, on_lost, name="server-watch")
+def upstream_watch(rank: int, timeout_s: float, on_lost: Callable[[int, str], None]) -> PeerWatch:
+    """On a worker or an aggregator: watch what it pushes to (the server shards, or its node's aggregator);
+    a partition or a frozen peer is noticed in `timeout_s`, not when a push times out (rpc.timeout_s)."""
+    peers = rpc_edge.upstream_ranks(rank)
+    return PeerWatch(lambda: peers, rpc_edge.ping_async, timeout_s, on_lost, name="upstream-watch")
 
 
 def watch_parent(on_orphaned: Callable[[int], None], poll_s: float = PARENT_POLL_S) -> threading.Thread:

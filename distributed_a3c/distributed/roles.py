@@ -18,11 +18,15 @@ from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed import rpc as rpc_edge
-from distributed_a3c.distributed.liveness import server_watch, worker_monitor
+from distributed_a3c.distributed.liveness import upstream_watch, worker_monitor
+from distributed_a3c.distributed.remote import peer_words, remote_store
 from distributed_a3c.distributed.rpc import PeerLost
 from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
 from distributed_a3c.distributed.supervise import record_exit
+from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.server import BatchingPredictor, WorkerRoster
+from distributed_a3c.server.aggregator import NodeAggregator
+from distributed_a3c.server.placement import Layout
 from distributed_a3c.trainer import Trainer, build_server, resume_source, server_device
 from distributed_a3c.worker import make_worker
 
@@ -38,51 +42,82 @@ def worker_device() -> torch.device:
     return torch.device("cpu")
 
 
-def run_worker(cfg: Config, rank: int, world_size: int) -> int:
+def run_worker(cfg: Config, rank: int, world_size: int, layout: Layout) -> int:
     torch.set_num_threads(cfg.worker.torch_threads)
     device = worker_device()
     sdev = server_device(cfg)
     device_map = {device: sdev} if device.type == "cuda" and sdev.type == "cuda" else None
-    shards = cfg.server.shards
-    store = rpc_edge.remote_store(shards, device, sdev, synchronous=cfg.mode == "sync")
+    store = remote_store(layout, rank, device, sdev, synchronous=cfg.mode == "sync")
     worker = make_worker(cfg, rank, store, device)
-    rpc_edge.init(rank, world_size, cfg.rpc, device_map, shards)
-    watch = server_watch(shards, cfg.rpc.liveness_timeout_s, _server_silent).start()
+    rpc_edge.init(rank, world_size, cfg.rpc, device_map, layout)
+    watch = upstream_watch(rank, cfg.rpc.liveness_timeout_s, _upstream_silent).start()
     try:
         worker.run()
         watch.stop()  # told to stop: the server may leave while this worker says goodbye
-        rpc_edge.say_goodbye(rank, shards)
+        rpc_edge.say_goodbye(rank)
     finally:
         watch.stop()
         rpc_edge.shutdown()
     return 0
 
 
-def _server_silent(shard: int, reason: str) -> None:
-    """A worker's server shard answered no ping for rpc.liveness_timeout_s (its node is cut off or frozen):
-    say so in one line and leave now; a push in flight would only time out later."""
-    what = "the parameter server" if shard == 0 else f"parameter-server shard {shard}"
-    cause = f"lost {what} (rank {shard} on {rendezvous.host_of(shard)}): no answer to pings: {reason}"
+def _upstream_silent(peer: int, reason: str) -> None:
+    """What a worker (or aggregator) pushes to answered no ping for rpc.liveness_timeout_s (its node is cut
+    off or frozen): say so in one line and leave now; a push in flight would only time out later."""
+    what = peer_words(rpc_edge.rank_name(peer))
+    cause = f"lost {what} (rank {peer} on {rendezvous.host_of(peer)}): no answer to pings: {reason}"
     record_exit(1, cause)
-    print(
-        f"a3c-train: error (rank {os.environ.get('RANK', '?')} on {socket.gethostname()}): {cause}",
-        file=sys.stderr,
-        flush=True,
-    )
+    where = f"rank {os.environ.get('RANK', '?')} on {socket.gethostname()}"
+    print(f"a3c-train: error ({where}): {cause}", file=sys.stderr, flush=True)
     os._exit(1)
 
 
-def run_shard(cfg: Config, rank: int, world_size: int) -> int:
-    """Parameter-server shard `rank` (> 0): serve its slice until the lead releases it."""
+def run_aggregator(cfg: Config, rank: int, world_size: int, layout: Layout) -> int:
+    """server.node_aggregate: sum this node's workers' pushes into one push per window to the shards, and
+    hand the replies' weights back, until training is over and the node's workers have left."""
+    torch.set_num_threads(1)
+    local = layout.local_workers(rank)
+    numel = sum(p.numel() for p in build_model(cfg, *env_spaces(cfg)).parameters() if p.requires_grad)
+    upstream = remote_store(layout, rank, torch.device("cpu"), torch.device("cpu"))
+    per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+    aggregator = NodeAggregator(rank, upstream, local, numel, per_push, cfg.server.aggregate_window_ms / 1000)
+    roster = WorkerRoster(local)
+    rpc_edge.serve_aggregator(aggregator)
+    rpc_edge.on_goodbye(roster.depart)
+    rpc_edge.init(rank, world_size, cfg.rpc, layout=layout)
+
+    def lost(worker: int, reason: str) -> None:
+        log.warning("node aggregator %d lost worker rank %d (%s); its windows go on without it", rank, worker, reason)
+        aggregator.lose(worker)
+
+    watches = [
+        upstream_watch(rank, cfg.rpc.liveness_timeout_s, _upstream_silent).start(),
+        worker_monitor(roster, cfg.rpc.liveness_timeout_s, lost).start(),
+    ]
+    try:
+        while roster.pending() and not (aggregator.stopped.is_set() and roster.wait_all_departed(STOP_GRACE_S)):
+            time.sleep(0.2)
+        for watch in watches:
+            watch.stop()
+        rpc_edge.say_goodbye(rank)
+    finally:
+        for watch in watches:
+            watch.stop()
+        rpc_edge.shutdown()
+    return 0
+
+
+def run_shard(cfg: Config, rank: int, world_size: int, layout: Layout) -> int:
+    """A parameter-server shard other than the lead: serve its slice until the lead releases it."""
     store = rendezvous.attempt_store(rank, world_size, cfg.rpc.timeout_s, rpc_edge.store_url(cfg.rpc))
     resume_path = store.get("resume_path").decode()  # the lead's choice: every shard resumes alike
     state = load_run_checkpoint(resume_path) if resume_path else None
-    server = build_server(cfg, rank, world_size, state)
+    server = build_server(cfg, layout.shard_index(rank), world_size, state, layout)
     rpc_edge.serve(server)
-    rpc_edge.init(rank, world_size, cfg.rpc, shards=cfg.server.shards)
+    rpc_edge.init(rank, world_size, cfg.rpc, layout=layout)
     # Until released, this rank answers pushes and the lead's final request for its state.
     try:
-        lost = rpc_edge.wait_released(lambda: rpc_edge.ping(0, cfg.server.shards, cfg.rpc.liveness_timeout_s))
+        lost = rpc_edge.wait_released(lambda: rpc_edge.ping(0, cfg.rpc.liveness_timeout_s))
     finally:
         rpc_edge.shutdown()
     if lost is not None:
@@ -90,17 +125,17 @@ def run_shard(cfg: Config, rank: int, world_size: int) -> int:
     return 0
 
 
-def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
+def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any], layout: Layout) -> int:
     """Rank 0: the lead parameter server and the run's lifecycle (trainer.py), pushes arriving over RPC."""
     shards = cfg.server.shards
     resume_path, state = resume_source(cfg, run_dir, config_dict)
     if shards > 1:
         store = rendezvous.attempt_store(0, world_size, cfg.rpc.timeout_s, rpc_edge.store_url(cfg.rpc))
         store.set("resume_path", str(resume_path.resolve()) if resume_path else "")
-    server = build_server(cfg, 0, world_size, state)
+    server = build_server(cfg, 0, world_size, state, layout)
     if resume_path is not None:
         log.info("resumed from %s at %d env steps", resume_path, server.stats.env_steps)
-    roster = WorkerRoster(range(shards, world_size))
+    roster = WorkerRoster(layout.pushers)
     predictor = None
     if cfg.mode == "central":
         c = cfg.central
@@ -120,18 +155,24 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
     trainer = Trainer(
         cfg, run_dir, config_dict, server, roster, resume_path, lambda stop: rpc_edge.shard_states(shards, stop)
     )
-    workers = world_size - shards
+    workers = len(layout.workers)
     log.info(
         "parameter server: %d parameters%s on %s, %d worker%s; run dir %s",
         server.num_params,
-        f" in {shards} shards" if shards > 1 else "",
+        f" in {shards} shards (ranks {', '.join(map(str, layout.shard_ranks))})" if shards > 1 else "",
         server.device,
         workers,
         "" if workers == 1 else "s",
         run_dir,
     )
+    if layout.aggregators:
+        log.info(
+            "node aggregators: ranks %s, each for its node's %d workers",
+            layout.aggregators,
+            layout.pushes_per_forward(),
+        )
 
-    rpc_edge.init(0, world_size, cfg.rpc, shards=shards)
+    rpc_edge.init(0, world_size, cfg.rpc, layout=layout)
     arm_graceful_sigterm()
 
     def lost(rank: int, reason: str) -> None:
@@ -149,7 +190,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         elif cfg.mode == "sync":
             server.release_waiting(len(roster.pending()))
 
-    monitor = worker_monitor(roster, shards, cfg.rpc.liveness_timeout_s, lost).start()
+    monitor = worker_monitor(roster, cfg.rpc.liveness_timeout_s, lost).start()
     try:
         while trainer.tick() is None:
             if interrupted():

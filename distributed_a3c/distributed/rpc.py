@@ -19,8 +19,10 @@ import torch.distributed.rpc as rpc
 from distributed_a3c.config import RpcConfig
 from distributed_a3c.distributed import rendezvous
 from distributed_a3c.distributed.netif import interface_for
-from distributed_a3c.messages import ActionReply, ExperiencePush, GradientPush, ParameterStore, WeightsReply
-from distributed_a3c.server import BatchingPredictor, ParameterServer, ShardedParameterStore
+from distributed_a3c.messages import ActionReply, ExperiencePush, GradientPush, WeightsReply
+from distributed_a3c.server import BatchingPredictor, ParameterServer
+from distributed_a3c.server.aggregator import NodeAggregator
+from distributed_a3c.server.placement import Layout, plan
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ _expected_pushes: Callable[[], int] | None = None  # mode=sync, on the lead: how
 _on_goodbye: Callable[[int], None] | None = None  # set on the lead: a worker that was told to stop has left
 _heard_from: Callable[[int], None] | None = None  # set on the lead: a worker pushed or pulled
 _released = threading.Event()  # set on a non-lead shard when the lead no longer needs it
+_layout: Layout | None = None  # which ranks serve, aggregate and work (set by init)
+_aggregator: NodeAggregator | None = None  # server.node_aggregate, on a node's aggregator
 
 
 class PeerLost(RuntimeError):
@@ -42,8 +46,21 @@ def shard_name(shard: int) -> str:
     return SERVER if shard == 0 else f"{SERVER}{shard}"
 
 
-def rank_name(rank: int, shards: int = 1) -> str:
-    return shard_name(rank) if rank < shards else f"worker{rank}"
+def rank_name(rank: int, layout: Layout | None = None) -> str:
+    """The RPC name of global rank `rank`: `server`, `server<k>` (shard k), `agg<rank>`, `worker<rank>`."""
+    layout = layout or _layout
+    if layout is None:
+        raise RuntimeError("rank_name before init: the job's layout is not known yet")
+    if rank in layout.shard_ranks:
+        return shard_name(layout.shard_index(rank))
+    return f"agg{rank}" if layout.role(rank) == "aggregator" else f"worker{rank}"
+
+
+def layout() -> Layout:
+    """The job's layout, as `init` was given it."""
+    if _layout is None:
+        raise RuntimeError("the job's layout is not known before init")
+    return _layout
 
 
 def serve(
@@ -65,6 +82,24 @@ def _act(rank: int, obs: torch.Tensor) -> torch.futures.Future[ActionReply]:
     """mode=central: answered by the predictor's next forward pass, without holding an RPC thread."""
     assert _predictor is not None, "act reached a rank that hosts no predictor (mode=central only)"
     return _predictor.predict(rank, obs)
+
+
+def serve_aggregator(aggregator: NodeAggregator) -> None:
+    """Make `aggregator` the target of this node's workers' pushes and pulls (server.node_aggregate)."""
+    global _aggregator
+    _aggregator = aggregator
+
+
+@rpc.functions.async_execution
+def _agg_push(request: GradientPush) -> torch.futures.Future[WeightsReply]:
+    """A local worker's push, answered when its window's forward has its reply (no RPC thread held)."""
+    assert _aggregator is not None, "push reached a rank that hosts no aggregator"
+    return _aggregator.push_async(request)
+
+
+def _agg_pull(rank: int | None) -> WeightsReply:
+    assert _aggregator is not None, "pull reached a rank that hosts no aggregator"
+    return _aggregator.pull(rank)
 
 
 def on_heard_from(callback: Callable[[int], None]) -> None:
@@ -117,23 +152,29 @@ def _release() -> None:
     _released.set()
 
 
-def ping(rank: int, shards: int, timeout_s: float) -> str | None:
+def ping(rank: int, timeout_s: float) -> str | None:
     """None if rank `rank` answers within `timeout_s`, else why not (one line)."""
     try:
-        rpc.rpc_sync(rank_name(rank, shards), _ping, timeout=timeout_s)
+        rpc.rpc_sync(rank_name(rank), _ping, timeout=timeout_s)
     except Exception as e:
         return _first_line(e)
     return None
 
 
-def ping_async(rank: int, shards: int, timeout_s: float) -> torch.futures.Future:
+def ping_async(rank: int, timeout_s: float) -> torch.futures.Future:
     """A future that completes (with an error if `rank` is gone) when the rank answers."""
-    return rpc.rpc_async(rank_name(rank, shards), _ping, timeout=timeout_s)
+    return rpc.rpc_async(rank_name(rank), _ping, timeout=timeout_s)
 
 
-def say_goodbye(rank: int, shards: int = 1, timeout_s: float = 5.0) -> None:
-    """From a worker told to stop: tell the server shards this rank is leaving; they may be gone already."""
-    futures = [rpc.rpc_async(shard_name(k), _goodbye, args=(rank,), timeout=timeout_s) for k in range(shards)]
+def upstream_ranks(rank: int) -> list[int]:
+    """Whom rank `rank` pushes to: its node's aggregator, or every server shard."""
+    lay = layout()
+    return [lay.aggregator_of[rank]] if rank in lay.aggregator_of else list(lay.shard_ranks)
+
+
+def say_goodbye(rank: int, timeout_s: float = 5.0) -> None:
+    """From a worker or aggregator told to stop: tell its upstream it is leaving; it may be gone already."""
+    futures = [rpc.rpc_async(rank_name(up), _goodbye, args=(rank,), timeout=timeout_s) for up in upstream_ranks(rank)]
     for f in futures:
         try:
             f.wait()
@@ -181,75 +222,6 @@ def shard_states(shards: int, stop: bool = False) -> list[dict]:
     return [f.wait() for f in futures]
 
 
-def remote_store(
-    shards: int, device: torch.device, server_device: torch.device | None = None, synchronous: bool = False
-) -> ParameterStore:
-    """What a worker pushes to: the one server, or the S shards behind one ShardedParameterStore."""
-    if shards == 1:
-        return RemoteParameterStore(device, server_device, synchronous=synchronous)
-    return ShardedParameterStore([RemoteParameterStore(device, server_device, shard_name(k), k) for k in range(shards)])
-
-
-class RemoteParameterStore:
-    """One parameter server seen from a worker. One round trip per push: the reply carries the weights.
-
-    A call that fails (the server's process or node is gone, or it did not answer within `rpc.timeout_s`)
-    raises PeerLost naming the server's rank and host.
-    """
-
-    def __init__(
-        self,
-        device: torch.device,
-        server_device: torch.device | None = None,
-        name: str = SERVER,
-        shard: int = 0,
-        synchronous: bool = False,
-    ) -> None:
-        self.device = device
-        self.name = name
-        self.shard = shard
-        self._push_fn = _push_synchronous if synchronous else _push
-        # Without a device map both ends must talk in CPU tensors.
-        self._via_cpu = device.type != "cpu" and (server_device is None or server_device.type == "cpu")
-
-    def pull(self, rank: int | None = None) -> WeightsReply:
-        try:
-            return rpc.rpc_sync(self.name, _pull, args=(rank,))
-        except Exception as e:
-            raise self._lost(e) from None
-
-    def act(self, rank: int, obs: torch.Tensor) -> ActionReply:
-        """mode=central: the server's predictor chooses actions for these observations."""
-        try:
-            return rpc.rpc_sync(self.name, _act, args=(rank, obs.cpu() if self._via_cpu else obs))
-        except Exception as e:
-            raise self._lost(e) from None
-
-    def push(self, request: GradientPush | ExperiencePush) -> WeightsReply:
-        try:
-            return rpc.rpc_sync(self.name, self._push_fn, args=(self._wire(request),))
-        except Exception as e:
-            raise self._lost(e) from None
-
-    def push_async(self, request: GradientPush | ExperiencePush) -> torch.futures.Future[WeightsReply]:
-        def unwrap(future: torch.futures.Future[WeightsReply]) -> WeightsReply:
-            try:
-                return future.value()
-            except Exception as e:
-                raise self._lost(e) from None
-
-        return rpc.rpc_async(self.name, self._push_fn, args=(self._wire(request),)).then(unwrap)
-
-    def _lost(self, e: BaseException) -> PeerLost:
-        what = "the parameter server" if self.shard == 0 else f"parameter-server shard {self.shard}"
-        return PeerLost(f"lost {what} (rank {self.shard} on {rendezvous.host_of(self.shard)}): {_first_line(e)}")
-
-    def _wire(self, request: GradientPush | ExperiencePush) -> GradientPush | ExperiencePush:
-        if self._via_cpu and isinstance(request, GradientPush):  # experience is sent from the CPU already
-            request.grads = request.grads.cpu()
-        return request
-
-
 def store_url(cfg: RpcConfig) -> str:
     """torchrun's store (env://), or with `rpc.port` a TCP store of the job's own on MASTER_ADDR."""
     if cfg.port is None:
@@ -257,7 +229,9 @@ def store_url(cfg: RpcConfig) -> str:
     return f"tcp://{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{cfg.port}"
 
 
-def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = None, shards: int = 1) -> None:
+def init(
+    rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = None, layout: Layout | None = None
+) -> None:
     """Join the RPC group as a server shard (ranks below `shards`) or `worker<rank>`.
 
     Rendezvous reuses torchrun's store (env://) unless `rpc.port` asks for a TCP store of its own.
@@ -280,12 +254,14 @@ def init(rank: int, world_size: int, cfg: RpcConfig, device_map: dict | None = N
         init_method=rendezvous.init_method(),
         _transports=list(cfg.transports),
     )
+    global _layout
+    _layout = layout or plan(world_size, 1)
     if device_map:
-        for k in range(shards):
+        for k in range(_layout.shards):
             options.set_device_map(shard_name(k), device_map)
     # init_rpc's internal all-gather trips a deprecation warning inside torch itself; it is not ours to fix.
     warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
-    name = rank_name(rank, shards)
+    name = rank_name(rank)
     rpc.init_rpc(name, rank=rank, world_size=world_size, rpc_backend_options=options)
     rendezvous.learn_hosts(world_size)
     _quiet_transport_warnings()

@@ -21,8 +21,10 @@ import torch
 
 from distributed_a3c.config import Config, validate
 from distributed_a3c.distributed import rpc as rpc_edge
+from distributed_a3c.distributed.remote import RemoteParameterStore
 from distributed_a3c.distributed.roles import run_server, run_worker
 from distributed_a3c.messages import GradientPush
+from distributed_a3c.server.placement import plan
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +63,11 @@ def _as_rank(rank: int, world_size: int, master_port: int) -> None:
 def _role_main(rank: int, world_size: int, master_port: int, cfg: Config, run_dir: str) -> None:
     """One rank of a real job: the package's server on rank 0, its worker on every other rank."""
     _as_rank(rank, world_size, master_port)
+    layout = plan(world_size, cfg.server.shards)
     if rank == 0:
-        code = run_server(cfg, world_size, Path(run_dir), {"test": "rpc_roles"})
+        code = run_server(cfg, world_size, Path(run_dir), {"test": "rpc_roles"}, layout)
     else:
-        code = run_worker(cfg, rank, world_size)
+        code = run_worker(cfg, rank, world_size, layout)
     sys.exit(code)
 
 
@@ -72,7 +75,7 @@ def _bad_pusher_main(rank: int, world_size: int, master_port: int, cfg: Config, 
     """A worker rank that pushes a wrong-size and a NaN gradient, then one valid push that ends the run."""
     _as_rank(rank, world_size, master_port)
     torch.set_num_threads(1)
-    store = rpc_edge.RemoteParameterStore(torch.device("cpu"))
+    store = RemoteParameterStore(torch.device("cpu"))
     rpc_edge.init(rank, world_size, cfg.rpc)
     try:
         before = store.pull()

@@ -149,8 +149,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             per_n[n] = {
                 "median_env_steps": statistics.median(r["env_steps"] for r in rs),
                 "solved": f"{sum(r['solved'] for r in rs)}/{len(rs)}",
-                "median_launch_to_exit_s": statistics.median(r["launch_to_exit_s"] for r in rs),
-                "staleness_mean": _median([r["staleness_mean"] for r in rs]),
+                "median_launch_to_exit_s": _median([r.get("launch_to_exit_s") for r in rs]),
+                "staleness_mean": _median([r.get("staleness_mean") for r in rs]),
                 "env_steps": sorted(r["env_steps"] for r in rs),
             }
         base = per_n.get(2, {}).get("median_env_steps")
@@ -160,8 +160,23 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _load_runs(path: Path | None) -> list[dict[str, Any]]:
+    """Results measured before (a benchmark cut short and started again with the same --runs-jsonl)."""
+    if path is None or not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _saved(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
+    """Append one result to --runs-jsonl as soon as it is measured: a crash loses nothing measured."""
+    if args.runs_jsonl is not None:
+        with open(args.runs_jsonl, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
 def _median(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
+    known = [v for v in values if v is not None and v == v]  # unknown, or nan for a failed run
     return statistics.median(known) if known else None
 
 
@@ -248,6 +263,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--collapse-steps", type=int, default=3_000_000, help="their env steps (default 3M)")
     p.add_argument("--collapse-interval", type=int, default=50_000, help="their evaluation interval")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument(
+        "--runs-jsonl",
+        type=Path,
+        default=None,
+        help="append each result here as measured; runs found there are skipped",
+    )
     p.add_argument("--plot", type=Path, default=None, help="write E(N) against N as a PNG here")
     p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
     p.add_argument("--child", choices=["serial"], help=argparse.SUPPRESS)
@@ -271,23 +292,42 @@ def main(argv: list[str] | None = None) -> int:
         recipes.append((label, dict(o.split("=", 1) for o in overrides.split())))
     results: dict[str, Any] = {"meta": meta(args.overrides, f"to {args.threshold:g} or {args.max_steps} env steps")}
     results["meta"].update(threshold=args.threshold, launcher=args.launcher, interval=args.interval, command=sys.argv)
-    runs: list[dict[str, Any]] = []
+    done = _load_runs(args.runs_jsonl)
+    runs = [r for r in done if "seed" in r]
+    collapse = [r for r in done if "last5_mean" in r]
     root = Path(tempfile.mkdtemp(prefix="a3c-bench-scaling-"))
     try:
         for i, seed in enumerate(args.seeds):
             order = args.workers[i % len(args.workers) :] + args.workers[: i % len(args.workers)]
             for n in order:
                 for recipe in recipes:
+                    if any((r["mode"], r["workers"], r["seed"]) == (recipe[0], n, seed) for r in runs):
+                        continue  # measured already (--runs-jsonl)
                     say(PROG, f"{recipe[0]} workers={n} seed={seed} ...")
-                    runs.append(measure(args, recipe, n, seed, root / f"{recipe[0]}-{n}-{seed}"))
+                    runs.append(_saved(args, measure(args, recipe, n, seed, root / f"{recipe[0]}-{n}-{seed}")))
                     say(PROG, f"  {runs[-1]['env_steps']} env steps, solved {runs[-1]['solved']}")
-        results["runs"] = runs
-        results["summary"] = summarize(runs)
-        results["collapse"] = []
         for n in args.collapse or []:
             for recipe in recipes:
+                if any((c["mode"], c["workers"]) == (recipe[0], n) for c in collapse):
+                    continue
                 say(PROG, f"collapse check: {recipe[0]} workers={n}, {args.collapse_steps} env steps ...")
-                results["collapse"].append(collapse_check(args, recipe, n, root / f"collapse-{recipe[0]}-{n}"))
+                try:
+                    check = collapse_check(args, recipe, n, root / f"collapse-{recipe[0]}-{n}")
+                except Exception as e:  # reported; the other checks go on
+                    check = {
+                        "mode": recipe[0],
+                        "workers": n,
+                        "env_steps": None,
+                        "evaluations": [],
+                        "last5_mean": None,
+                        "last5_min": None,
+                        "held": False,
+                        "error": str(e).splitlines()[0],
+                    }
+                collapse.append(_saved(args, check))
+        results["runs"] = runs
+        results["summary"] = summarize(runs)
+        results["collapse"] = collapse
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print_tables(tables(results), args.plain)

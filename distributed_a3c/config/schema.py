@@ -127,10 +127,10 @@ class WorkerConfig:
 
 @dataclass
 class ServerConfig:
-    accumulate: int = 0
+    accumulate: int = 1
     """Sum this many pushes into one optimizer step (Lapan's GRAD_BATCH); 1 applies each push as it arrives;
     0 (auto): one step per `scale.workers_per_step` workers' pushes in mode=grad (1 with fewer workers, with
-    server.fold, and in the other modes)."""
+    server.fold, and in the other modes). Measured: docs/BENCHMARKS.md, "Sample scaling"."""
     fold: bool = False
     """Sum the pushes that arrive while an optimizer step runs into the next step (one step for the
     batch instead of one each): more pushes/s when the step is slow (big models, many workers)."""
@@ -162,9 +162,11 @@ class ScaleConfig:
     """How the optimizer's step follows the job's size (rl/scaling.py): its learning rate follows the env
     steps each optimizer step learns from, and with many workers grad mode sums pushes into fewer steps."""
 
-    rule: str = "sqrt"
+    rule: str = "none"
     """How `optim.lr` follows the env steps of an optimizer step: `sqrt` (Adam's and RMSprop's square-root
-    rule), `linear`, or `none` (optim.lr whatever the batch)."""
+    rule), `linear`, or `none` (optim.lr whatever the batch). Measured: docs/BENCHMARKS.md, "Sample
+    scaling" (sqrt halved mode=sync's experience at 16 workers; with server.accumulate=0 in mode=grad it
+    did not beat none and its long runs collapsed)."""
     reference_batch: int | None = None
     """Env steps per optimizer step that `optim.lr` is meant for; null: one push of this job
     (worker.rollout_len x worker.envs_per_worker)."""

@@ -81,14 +81,15 @@ def test_a_synchronous_step_scales_with_the_workers_it_averages() -> None:
 @pytest.mark.parametrize(
     ("changes", "workers", "expected"),
     [
-        ({}, 2, 1),
-        ({}, 16, 4),
-        ({}, 64, 16),
-        ({"scale.workers_per_step": 8}, 64, 8),
+        ({}, 64, 1),
+        ({"server.accumulate": 0}, 2, 1),
+        ({"server.accumulate": 0}, 16, 4),
+        ({"server.accumulate": 0}, 64, 16),
+        ({"server.accumulate": 0, "scale.workers_per_step": 8}, 64, 8),
         ({"server.accumulate": 3}, 64, 3),
-        ({"server.fold": True}, 64, 1),
-        ({"mode": "sync"}, 64, 1),
-        ({"mode": "data"}, 64, 1),
+        ({"server.accumulate": 0, "server.fold": True}, 64, 1),
+        ({"server.accumulate": 0, "mode": "sync"}, 64, 1),
+        ({"server.accumulate": 0, "mode": "data"}, 64, 1),
     ],
 )
 def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expected: int) -> None:

@@ -115,8 +115,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="mlp,pong", help="mlp, pong or both (default both)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"of {', '.join(RECIPES)}")
     parser.add_argument("--seconds", type=float, default=30.0, help="training seconds per run (default 30)")
-    parser.add_argument("--mlp-mbit", type=float, default=2.0, help="link rate for the mlp runs (default 2)")
-    parser.add_argument("--pong-mbit", type=float, default=40.0, help="link rate for the pong-sized runs")
+    parser.add_argument("--mlp-mbit", type=float, default=0.5, help="link rate for the mlp runs (default 0.5)")
+    parser.add_argument("--pong-mbit", type=float, default=8.0, help="link rate for the pong-sized runs (default 8)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="env steps/s against nodes, as a PNG")
     parser.add_argument("--plain", action="store_true")
@@ -140,7 +140,9 @@ def main() -> int:
                         say(PROG, f"  failed: {e}")
                         continue
                     r = results[-1]
-                    say(PROG, f"  {r['pushes_per_s']:.1f} pushes/s, {r['env_steps_per_s']:.0f} env steps/s")
+                    say(PROG, f"  {json.dumps(r)}")
+    if args.out:  # before the table: a run's figures are never lost to a printing error
+        write_json(args.out, {"command": " ".join(sys.argv), "results": results})
     head = ["size", "nodes", "recipe", "workers", "pushers", "pushes/s", "env steps/s", "off node 0", "bytes/env step"]
     head.append("busiest link")
     body = [
@@ -148,17 +150,17 @@ def main() -> int:
             r["size"],
             str(r["nodes"]),
             r["recipe"],
+            str(r["workers"]),
             str(r["pushers"]),
             fmt(r["pushes_per_s"], ".1f"),
             fmt(r["env_steps_per_s"]),
+            fmt(r["remote_env_steps_per_s"]),
             fmt(r["wire_bytes_per_env_step"]),
             fmt(r["busiest_link_utilisation"], ".2f"),
         ]
         for r in results
     ]
     print_tables([("cluster in namespaces, links shaped with tbf", head, body)], args.plain)
-    if args.out:
-        write_json(args.out, {"command": " ".join(sys.argv), "results": results})
     if args.plot:
         plot(results, args.plot)
     return 0

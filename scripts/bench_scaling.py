@@ -138,8 +138,10 @@ def collapse_check(args: argparse.Namespace, recipe: Recipe, workers: int, run_d
     }
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per mode and worker count: median env steps, E(N) against 2 workers, runs solved, median wall time."""
+def summarize(runs: list[dict[str, Any]], pool_base: bool = False) -> dict[str, dict[str, Any]]:
+    """Per mode and worker count: median env steps, E(N) against 2 workers, runs solved, median wall time.
+    `pool_base`: the recipes run the same job at 2 workers, so E(N) divides by the median of all their
+    2-worker runs (more seeds for the one figure every ratio shares)."""
     out: dict[str, dict[str, Any]] = {}
     for mode in sorted({r["mode"] for r in runs}):
         mine = [r for r in runs if r["mode"] == mode]
@@ -154,6 +156,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "env_steps": sorted(r["env_steps"] for r in rs),
             }
         base = per_n.get(2, {}).get("median_env_steps")
+        if pool_base:
+            base = statistics.median(r["env_steps"] for r in runs if r["workers"] == 2)
         for stats in per_n.values():
             stats["efficiency"] = base / stats["median_env_steps"] if base else None
         out[mode] = {str(n): v for n, v in per_n.items()}
@@ -227,9 +231,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ns = sorted(int(n) for n in per_n)
         ax.plot(ns, [per_n[str(n)]["efficiency"] for n in ns], "o-", label=mode)
     ax.axhline(1.0, color="grey", ls="--", lw=0.8, label="ideal")
-    ax.set(xscale="log", xlabel="workers", ylabel="E(N) = env steps at 2 / at N", ylim=(0, 1.3))
+    top = max([1.3] + [s["efficiency"] + 0.1 for per_n in results["summary"].values() for s in per_n.values()])
+    ax.set(xscale="log", xlabel="workers", ylabel="E(N) = env steps at 2 / at N", ylim=(0, top))
     ns = sorted({int(n) for per_n in results["summary"].values() for n in per_n})
     ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     m = results["meta"]
     ax.set_title(f"sample-scaling efficiency, {m['env_id']} to {m['threshold']:g} ({m['launcher']})", fontsize=9)
     ax.legend(fontsize=8)
@@ -271,6 +277,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", type=Path, default=None, help="write E(N) against N as a PNG here")
     p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
+    p.add_argument("--pool-base", action="store_true", help="E(N) against the 2-worker runs of every recipe")
     p.add_argument("--child", choices=["serial"], help=argparse.SUPPRESS)
     return p
 
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 collapse.append(_saved(args, check))
         results["runs"] = runs
-        results["summary"] = summarize(runs)
+        results["summary"] = summarize(runs, args.pool_base)
         results["collapse"] = collapse
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -247,3 +247,50 @@ def test_a_dead_parameter_server_ends_every_rank_on_every_node_with_a_line_namin
     # The other node's workers notice at once (their connection is reset) and say so in a line each.
     lines = [ln for ln in done[1].stderr.splitlines() if "lost the parameter server (rank 0 on" in ln]
     assert len(lines) == 2 and all(ln.startswith("a3c-train: error (rank ") for ln in lines), done[1].describe()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("nproc", "overrides", "pushers", "shard_ranks"),
+    [
+        (2, ["server.shards=2", "server.placement=spread"], {"1", "3"}, [0, 2]),
+        (3, ["server.node_aggregate=true"], {"1", "3"}, [0]),
+    ],
+    ids=["spread shards", "node aggregators"],
+)
+def test_a_two_host_job_with_spread_shards_or_node_aggregators_trains_and_exits_0_on_both(
+    tmp_path: Path,
+    jobs: Jobs,
+    venv_bin: Path,
+    make_env,
+    two_hosts: tuple[Host, Host],
+    nproc,
+    overrides,
+    pushers,
+    shard_ranks,
+) -> None:
+    """spread: shard 1 is the first rank of the second host. Aggregation with 3 ranks a host: host 1 holds
+    the server, aggregator 1 and worker 2; host 2 aggregator 3 and workers 4, 5; the server sees 1 and 3."""
+    run_dir = tmp_path / "run"
+    head, other = two_hosts
+    args = ["train.total_env_steps=30000", f"hydra.run.dir={run_dir}", *overrides]
+    nodes = []
+    for host in (head, other):
+        _, env = _script_cmd(host, head, venv_bin, args)
+        env["NPROC_PER_NODE"] = str(nproc)
+        cwd = tmp_path / host.netns
+        cwd.mkdir()
+        cmd = host.run([REPO / "scripts" / "launch_multinode.sh", *TRAIN[2:], *args])
+        nodes.append(jobs.start(cmd, cwd=cwd, env=make_env(**env), name=host.netns))
+        time.sleep(0.5)
+    for node in [node.wait(timeout=200) for node in nodes]:
+        assert node.returncode == 0 and "Traceback" not in node.output, node.describe()
+        assert not node.leftover_pids, node.describe()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["exit_reason"] == "total_env_steps" and summary["lost_workers"] == {}, summary
+    assert set(summary["pushes_per_rank"]) == pushers and all(summary["pushes_per_rank"].values()), summary
+    log = (run_dir / "train.log").read_text()
+    if len(shard_ranks) > 1:
+        assert f"in 2 shards (ranks {', '.join(map(str, shard_ranks))})" in log, log
+    else:
+        assert "node aggregators: ranks [1, 3]" in log, log

@@ -39,14 +39,25 @@ Recipe = tuple[str, dict[str, str]]
 """(label, overrides by key) of one recipe: a mode, or --recipe LABEL=OVERRIDES."""
 
 
-def child_serial(workers: int, overrides: list[str]) -> None:
-    """One job replayed in this process: its summary and evaluation rows."""
+def child_serial(workers: int, overrides: list[str], fresh: bool = False) -> None:
+    """One job replayed in this process: its summary and evaluation rows. `fresh`: every worker pulls the
+    newest weights before each rollout, so no gradient is stale (an oracle to compare with, not a mode)."""
     import tempfile as tf
 
     from _common import compose
     from omegaconf import OmegaConf
 
     from distributed_a3c.trainer import run_serial
+    from distributed_a3c.worker.gradient import Worker
+
+    if fresh:
+        rollout_and_push = Worker.step
+
+        def step_from_fresh_weights(worker: Worker):
+            worker.begin()
+            return rollout_and_push(worker)
+
+        Worker.step = step_from_fresh_weights
 
     cfg = compose([*overrides, "logger=quiet"])
     with tf.TemporaryDirectory(prefix="a3c-bench-scaling-") as run_dir:
@@ -59,7 +70,8 @@ def run_job(args: argparse.Namespace, workers: int, values: dict[str, Any], run_
     overrides = [*args.overrides, f"workers={workers}", *[f"{k}={v}" for k, v in values.items()]]
     timeout = 60 * args.max_minutes + 300
     if args.launcher == "serial":
-        return run_child(SCRIPT, "serial", ["--workers", str(workers), *overrides], timeout)
+        fresh = ["--fresh"] if args.fresh else []
+        return run_child(SCRIPT, "serial", ["--workers", str(workers), *fresh, *overrides], timeout)
     r = run_train(overrides, run_dir, timeout)
     r["rows"] = [row for row in r["rows"] if "eval/mean_return" in row]
     return r
@@ -278,6 +290,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write E(N) against N as a PNG here")
     p.add_argument("--plain", action="store_true", help="plain-text tables instead of rich")
     p.add_argument("--pool-base", action="store_true", help="E(N) against the 2-worker runs of every recipe")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="with --launcher serial: every worker pulls the newest weights before each rollout (no staleness)",
+    )
     p.add_argument("--child", choices=["serial"], help=argparse.SUPPRESS)
     return p
 
@@ -286,9 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     if args.child == "serial":
         workers = next(int(o.split("=", 1)[1]) for o in args.overrides if o.startswith("workers="))
-        child_serial(workers, [o for o in args.overrides if not o.startswith("workers=")])
+        child_serial(workers, [o for o in args.overrides if not o.startswith("workers=")], args.fresh)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.fresh and args.launcher != "serial":
+        parser().error("--fresh needs --launcher serial")
     if 2 not in args.workers:
         parser().error("--workers must include 2: E(N) is measured against 2 workers")
     recipes: list[Recipe] = [(m.strip(), {"mode": m.strip()}) for m in args.modes.split(",") if m.strip()]
@@ -298,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             parser().error(f"--recipe {text!r}: must be LABEL=key=value [key=value ...]")
         recipes.append((label, dict(o.split("=", 1) for o in overrides.split())))
     results: dict[str, Any] = {"meta": meta(args.overrides, f"to {args.threshold:g} or {args.max_steps} env steps")}
-    results["meta"].update(threshold=args.threshold, launcher=args.launcher, interval=args.interval, command=sys.argv)
+    results["meta"].update(
+        threshold=args.threshold, launcher=args.launcher, fresh=args.fresh, interval=args.interval, command=sys.argv
+    )
     done = _load_runs(args.runs_jsonl)
     runs = [r for r in done if "seed" in r]
     collapse = [r for r in done if "last5_mean" in r]

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
 STOP_GRACE_SIGTERM_S = 1.0
+OTHER_NODES_GRACE_S = 10.0  # the lead's wait for the other nodes' ranks to exit at the end
+AGENT_NOTICE_S = 1.0  # then for their torchrun agents to see it (they poll every 0.1 s)
 
 
 def worker_device() -> torch.device:
@@ -125,6 +127,18 @@ def run_shard(cfg: Config, rank: int, world_size: int, layout: Layout) -> int:
     return 0
 
 
+def _leave_after_other_nodes(world_size: int) -> None:
+    """On the lead of a job on several nodes: wait until the other nodes' ranks are gone, and a moment for
+    their agents to notice, so that this node's torchrun agent reaches the exit barrier last. Its rendezvous
+    store lives in that agent: leaving the barrier first can cut off the last agent's wait and print a
+    traceback on a job that succeeded (pytorch/pytorch#69520)."""
+    first_remote = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))  # torchrun numbers ranks node by node
+    if first_remote >= world_size:
+        return
+    rpc_edge.wait_gone(list(range(first_remote, world_size)), timeout_s=OTHER_NODES_GRACE_S)
+    time.sleep(AGENT_NOTICE_S)
+
+
 def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[str, Any], layout: Layout) -> int:
     """Rank 0: the lead parameter server and the run's lifecycle (trainer.py), pushes arriving over RPC."""
     shards = cfg.server.shards
@@ -207,6 +221,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         if predictor is not None:
             predictor.stop()
         rpc_edge.release_shards(shards)
+        _leave_after_other_nodes(world_size)
         rpc_edge.shutdown()
         offline_dir = trainer.close_wandb()
     print(

@@ -10,6 +10,7 @@ import ctypes
 import logging
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
 
@@ -190,6 +191,26 @@ def release_shards(shards: int, timeout_s: float = 5.0) -> None:
             f.wait()
         except Exception as e:
             log.warning("could not release parameter-server shard %d: %s", k, _first_line(e))
+
+
+def wait_gone(ranks: list[int], timeout_s: float = 10.0, ping_s: float = 0.5) -> list[int]:
+    """Block until none of `ranks` answers a ping (their RPC agents are down) or `timeout_s` passes; the
+    ranks still answering then."""
+    deadline = time.monotonic() + timeout_s
+    left = list(ranks)
+    while left and time.monotonic() < deadline:
+        futures = [(r, ping_async(r, ping_s)) for r in left]
+        answered = []
+        for r, f in futures:
+            try:
+                f.wait()
+                answered.append(r)
+            except Exception:  # refused, reset or timed out: gone
+                pass
+        left = answered
+        if left:
+            time.sleep(0.1)
+    return left
 
 
 def wait_released(lead_lost: Callable[[], str | None], poll_s: float = 1.0) -> str | None:

@@ -34,7 +34,7 @@ def test_a_frozen_worker_is_lost_and_trains_on_when_it_is_back(
 ) -> None:
     run_dir = tmp_path / "run"
     cmd = [venv_bin / "a3c-train", "logger=quiet", "workers=2", "rpc.liveness_timeout_s=3", "train.target_return=null"]
-    cmd += ["train.total_env_steps=1000000000", "train.max_minutes=0.75", "train.log_interval_s=0.25"]
+    cmd += ["train.total_env_steps=1000000000", "train.max_minutes=0.5", "train.log_interval_s=0.25"]
     job = jobs.start([*cmd, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     deadline = time.monotonic() + 90
     while not any(r["global_step"] > 20000 for r in metrics_of(run_dir)):

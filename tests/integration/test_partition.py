@@ -39,7 +39,7 @@ def test_a_partition_ends_both_nodes_and_the_cut_off_one_says_why(
     nodes = []
     for host in (head, other):
         env = {"RDZV_ENDPOINT": f"{head.addr}:29400", "NNODES": "2", "NPROC_PER_NODE": "2", "MAX_RESTARTS": "0"}
-        env |= {"RUN_ID": "a3c-part", "A3C_VENV": str(venv_bin.parent)}
+        env |= {"RUN_ID": "a3c-part", "A3C_VENV": str(venv_bin.parent), "A3C_AGENT_GRACE_S": "5"}
         cwd = tmp_path / host.netns
         cwd.mkdir()
         cmd = host.run([REPO / "scripts" / "launch_multinode.sh", *args])
@@ -75,10 +75,11 @@ def test_a_partition_ends_both_nodes_and_the_cut_off_one_says_why(
 
 @pytest.mark.timeout(240)
 def test_a_dead_node_of_a_fixed_size_job_leaves_the_survivor_to_exit_0_at_once(
-    tmp_path: Path, jobs: Jobs, venv_bin: Path, get_free_port, ranks_of, metrics_of
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, get_free_port, ranks_of, metrics_of, make_env
 ) -> None:
     """--nnodes=2, no restarts: the survivor finishes the run; its agent would wait 300 s in torchrun's exit
-    barrier for the dead one, the supervisor stops it instead, and the node exits 0."""
+    barrier for the dead one, the supervisor stops it instead (after A3C_AGENT_GRACE_S, 5 s here), and the
+    node exits 0."""
     run_dir = tmp_path / "run"
     port = get_free_port()
     rdzv = ["--nnodes=2", "--nproc-per-node=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"]
@@ -91,7 +92,8 @@ def test_a_dead_node_of_a_fixed_size_job_leaves_the_survivor_to_exit_0_at_once(
         cwd = tmp_path / name
         cwd.mkdir()
         conf = f"--rdzv-conf=is_host={int(is_host)},last_call_timeout=1,keep_alive_interval=2"
-        return jobs.start([*supervise, venv_bin / "torchrun", *rdzv, conf, *train], cwd=cwd, name=name)
+        cmd = [*supervise, venv_bin / "torchrun", *rdzv, conf, *train]
+        return jobs.start(cmd, cwd=cwd, name=name, env=make_env(A3C_AGENT_GRACE_S="5"))
 
     head = start("head", True)
     time.sleep(1.0)

@@ -178,7 +178,7 @@ def test_an_elastic_job_takes_a_node_that_joins_and_goes_on_when_it_dies(
     (torch 2.13 publishes it only in a rank-0 agent's first round): elastic jobs turn the sharing off.
     """
     run_dir = tmp_path / "run"
-    args = ["train.total_env_steps=1500000", "train.checkpoint_interval_s=1", f"hydra.run.dir={run_dir}"]
+    args = ["train.total_env_steps=1000000", "train.checkpoint_interval_s=1", f"hydra.run.dir={run_dir}"]
     env = make_env(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     start = _agents_on_loopback(tmp_path, jobs, venv_bin, "1:2", ["--max-restarts=3"], args, env)
     head = start("head", is_host=True)

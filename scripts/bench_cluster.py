@@ -177,12 +177,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for ax, size in zip(axes[0], sizes, strict=True):
         for recipe in RECIPES:
             pts = sorted(
-                (r["nodes"], r["env_steps_per_s"]) for r in results if r["size"] == size and r["recipe"] == recipe
+                (r["nodes"], r["remote_env_steps_per_s"])
+                for r in results
+                if r["size"] == size and r["recipe"] == recipe
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), "o-", label=recipe)
         rate = next(r["rate_mbit"] for r in results if r["size"] == size)
-        ax.set(xlabel="nodes", ylabel="env steps/s of nodes 2..K", title=f"{size}, links at {rate:g} Mbit/s")
+        ax.set(xlabel="nodes", ylabel="env steps/s made off node 0", title=f"{size}, links at {rate:g} Mbit/s")
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,9 @@ def capacity(layout: str, nodes: int, workers_per_node: int, floats: int, link: 
     """Pushes/s of each bound, and the job's (their least), for one layout."""
     push = 4 * floats  # bytes each way per worker push (float32 gradient up, weights down)
     offered = nodes * workers_per_node * rate
-    if layout == "packed":  # S = 8 shards on node 0's cores
+    if layout == "packed":  # S = 8 shards on node 0's cores, in place of 8 workers
         shards = 8
+        offered -= shards * rate
         cpu = 1 / (C0_S + C1_S * floats / shards)
         links = link / push if nodes > 1 else float("inf")
         forwards = 1.0
@@ -83,6 +84,17 @@ def main() -> int:
                 c = capacity(layout, nodes, args.cores - spare, args.floats, link, args.rate)
                 steps = c["pushes_per_s"] * args.env_steps
                 print(f"| {nodes} | {name} | {layout} | {steps:,.0f} | {4 * steps:,.0f} | {c['bound']} |")
+    print("\n| link | layout | workers-bound up to | then bound by | env steps/s at 64 / at 1 node |")
+    print("|---|---|---|---|---|")
+    for name, link in GBE.items():
+        for layout in ("packed", "spread", "aggregate", "both"):
+            spare = {"packed": 0, "spread": 1, "aggregate": 1, "both": 2}[layout]
+            at = [capacity(layout, n, args.cores - spare, args.floats, link, args.rate) for n in range(1, 1025)]
+            last = max((n for n, c in enumerate(at, 1) if c["bound"] == "workers"), default=0)
+            then = next((c["bound"] for c in at[last:] if c["bound"] != "workers"), "-")
+            gain = at[63]["pushes_per_s"] / at[0]["pushes_per_s"]
+            up_to = "never" if last == 0 else "1024+ nodes" if last == 1024 else f"{last} node{'s' * (last > 1)}"
+            print(f"| {name} | {layout} | {up_to} | {then} | {gain:.1f}x |")
     return 0
 
 

@@ -236,6 +236,12 @@ def steady_state(rows: list[dict[str, Any]], summary: dict[str, Any], workers: i
 
 
 # ----- output ----------------------------------------------------------------------------------------------
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """The rows a run has written to its metrics.jsonl so far ([] before the first)."""
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
 def say(prog: str, msg: str) -> None:
     print(f"{prog}: {msg}", file=sys.stderr, flush=True)
 

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, int_list, print_tables, say, write_json
+from _common import fmt, int_list, metrics_rows, print_tables, say, write_json
 from _netns import cluster, kill_tagged, link_bytes, netns_missing, start
 
 from distributed_a3c.server.placement import plan
@@ -45,11 +45,6 @@ RECIPES = {  # with K nodes: (server.shards, placement, node_aggregate)
     "both": lambda k: (k, "spread", True),
 }
 SIZES = {"mlp": [], "pong": ["model.hidden_sizes=[580,580]"]}
-
-
-def rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -73,8 +68,8 @@ def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace)
             first = None
             deadline = time.monotonic() + args.seconds + 240
             while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-                if first is None and any(r.get("global_step", 0) > 0 for r in rows(run_dir)):
-                    first = (time.monotonic(), [link_bytes(n) for n in nodes], rows(run_dir)[-1])
+                if first is None and any(r.get("global_step", 0) > 0 for r in metrics_rows(run_dir)):
+                    first = (time.monotonic(), [link_bytes(n) for n in nodes], metrics_rows(run_dir)[-1])
                 if first is not None and (run_dir / "summary.json").is_file():
                     break
                 last = (time.monotonic(), [link_bytes(n) for n in nodes])
@@ -85,7 +80,7 @@ def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace)
             for tag in tags:
                 kill_tagged(tag)
     summary = json.loads((run_dir / "summary.json").read_text())
-    end = [r for r in rows(run_dir) if r.get("global_step")][-1]
+    end = [r for r in metrics_rows(run_dir) if r.get("global_step")][-1]
     dt = max(last[0] - first[0], 1e-9)
     util = max(max(b[0] - a[0], b[1] - a[1]) * 8 / dt / (rate * 1e6) for a, b in zip(first[1], last[1], strict=True))
     span = max(end["time/wall_s"] - first[2]["time/wall_s"], 1e-9)

@@ -24,16 +24,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _common import metrics_rows
 from _netns import cluster, kill_tagged, netns_missing, start, tagged, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 QUIET = ["logger=quiet", "train.target_return=null", "train.log_interval_s=0.25"]
-
-
-def rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def gone_at(tag: str, proc, timeout: float) -> float:
@@ -65,7 +61,7 @@ def scenario_partition(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
                 procs.append(start(cmd, tmp, tmp / f"{node.netns}.log", tag, env))
                 time.sleep(0.5)
             wait_until(
-                lambda: (run_dir / "checkpoint.pt").is_file() and any(r["global_step"] for r in rows(run_dir)),
+                lambda: (run_dir / "checkpoint.pt").is_file() and any(r["global_step"] for r in metrics_rows(run_dir)),
                 120,
                 "no checkpoint",
             )
@@ -120,7 +116,7 @@ def scenario_deadnode(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
             ]
             procs.append(start(cmd, tmp, tmp / f"dead{n}.log", tag))
             time.sleep(1.0)
-        wait_until(lambda: any(r["global_step"] > 30000 for r in rows(run_dir)), 120, "no training")
+        wait_until(lambda: any(r["global_step"] > 30000 for r in metrics_rows(run_dir)), 120, "no training")
         for pid in tagged(tags[1]):
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()

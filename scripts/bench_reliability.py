@@ -26,14 +26,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _common import metrics_rows
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 QUIET = ["logger=quiet", "train.target_return=null", "train.log_interval_s=0.25"]
-
-
-def rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def rank_pids(launcher: int) -> dict[int, int]:
@@ -72,7 +69,7 @@ def measure_kill(scenario: str, procs: list[subprocess.Popen], run_dir: Path, vi
     """Kill `victims()` late in a checkpoint interval; time the way back to training; wait for the exit."""
     wait_until(lambda: (run_dir / "checkpoint.1.pt").is_file(), 120, "no second checkpoint")
     time.sleep(0.8 * checkpoint_s)  # late in an interval: near the most a kill -9 of the server can cost
-    before = rows(run_dir)
+    before = metrics_rows(run_dir)
     sps = (before[-1]["global_step"] - before[0]["global_step"]) / max(
         before[-1]["time/wall_s"] - before[0]["time/wall_s"], 1e-9
     )
@@ -80,7 +77,7 @@ def measure_kill(scenario: str, procs: list[subprocess.Popen], run_dir: Path, vi
     t_kill = time.monotonic()
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    steps_at_kill = rows(run_dir)[-1]["global_step"]
+    steps_at_kill = metrics_rows(run_dir)[-1]["global_step"]
     log = run_dir / "train.log"
 
     def resumed() -> int | None:
@@ -91,7 +88,7 @@ def measure_kill(scenario: str, procs: list[subprocess.Popen], run_dir: Path, vi
     ckpt = resumed()
 
     def training_again() -> bool:
-        r = rows(run_dir)
+        r = metrics_rows(run_dir)
         drops = [i for i in range(1, len(r)) if r[i]["time/attempt_s"] < r[i - 1]["time/attempt_s"]]
         return bool(drops) and any(x["global_step"] > ckpt for x in r[drops[-1] :])
 
@@ -198,7 +195,7 @@ def scenario_netns(tmp: Path, args: argparse.Namespace) -> dict:
                 f"hydra.run.dir={run_dir}",
             ]
             procs.append(start(cmd, tmp, tmp / f"{n}.log", env))
-        t_push = wait_until(lambda: any(r["global_step"] > 0 for r in rows(run_dir)), 120, "no push")
+        t_push = wait_until(lambda: any(r["global_step"] > 0 for r in metrics_rows(run_dir)), 120, "no push")
         codes = [p.wait(timeout=300) for p in procs]
         summary = json.loads((run_dir / "summary.json").read_text())
         return {
@@ -230,7 +227,7 @@ def scenario_soak(tmp: Path, args: argparse.Namespace) -> dict:
     ]
     cmd += [*QUIET, f"hydra.run.dir={run_dir}"]
     proc = start(cmd, tmp, tmp / "soak.log")
-    wait_until(lambda: len(rows(run_dir)) > 4, 120, "the soak never trained")
+    wait_until(lambda: len(metrics_rows(run_dir)) > 4, 120, "the soak never trained")
     time.sleep(60)  # past start-up: allocator pools and caches have grown to their working size
     pids = rank_pids(proc.pid)
     first = {r: rss_mb(p) for r, p in pids.items()}

@@ -16,13 +16,16 @@ Every node runs scripts/launch_multinode.sh with K+1 ranks; the recipes:
 
 Measured over the run's steady state: pushes/s at the lead, env steps/s (all, and those made off node 0,
 whose workers reach the server over loopback), bytes per env step, and the busiest link's utilisation
-(bytes it carried each way / its rate). Needs root, `ip netns` and `tc`.
+(bytes it carried each way / its rate). Every job runs with `rpc.channels=[basic]`: the namespaces share
+one kernel, and TensorPipe's default cma channel would copy tensors between them past the links. Needs
+root, `ip netns` and `tc`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -51,6 +54,7 @@ def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace)
     rate = args.pong_mbit if size == "pong" else args.mlp_mbit
     run_dir = tmp / f"{recipe}-{size}-{k}"
     train = ["logger=quiet", "train.target_return=null", "train.total_env_steps=100000000000", "train.log_interval_s=1"]
+    train.append("rpc.channels=[basic]")  # one kernel: TensorPipe's cma would copy tensors past the links
     shards, placement, aggregate = RECIPES[recipe](k)
     train += [f"server.shards={shards}", f"server.placement={placement}", f"server.node_aggregate={aggregate}"]
     train += [f"train.max_minutes={args.seconds / 60}", f"hydra.run.dir={run_dir}", *SIZES[size]]
@@ -101,6 +105,8 @@ def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace)
         "remote_env_steps_per_s": env_steps_per_s * remote,
         "wire_bytes_per_env_step": summary["wire_bytes_per_env_step"],
         "busiest_link_utilisation": util,
+        "link_bytes_per_s": [[(b[0] - a[0]) / dt, (b[1] - a[1]) / dt] for a, b in zip(first[1], last[1], strict=True)],
+        "pushes_per_rank": summary["pushes_per_rank"],
     }
 
 
@@ -110,12 +116,13 @@ def main() -> int:
     parser.add_argument("--sizes", default="mlp,pong", help="mlp, pong or both (default both)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"of {', '.join(RECIPES)}")
     parser.add_argument("--seconds", type=float, default=30.0, help="training seconds per run (default 30)")
-    parser.add_argument("--mlp-mbit", type=float, default=0.5, help="link rate for the mlp runs (default 0.5)")
-    parser.add_argument("--pong-mbit", type=float, default=8.0, help="link rate for the pong-sized runs (default 8)")
+    parser.add_argument("--mlp-mbit", type=float, default=4.0, help="link rate for the mlp runs (default 4)")
+    parser.add_argument("--pong-mbit", type=float, default=40.0, help="link rate for the pong-sized runs (default 40)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="env steps/s against nodes, as a PNG")
     parser.add_argument("--plain", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through cluster(): namespaces removed
     missing = netns_missing(need_tc=True)
     if missing:
         parser.error(f"a rate-limited cluster needs root, `ip netns` and `tc`: {missing}")

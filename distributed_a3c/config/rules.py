@@ -23,6 +23,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 SERVER_DEVICES = ("cpu", "cuda", "auto")
 WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 RPC_TRANSPORTS = ("shm", "uv", "ibv")
+RPC_CHANNELS = ("basic", "cma", "mpt_uv", "xth")
 MODES = ("grad", "data", "sync", "central")
 TARGET_SOURCES = ("train", "eval")
 OBJECTIVES = {
@@ -193,6 +194,11 @@ def _rpc_errors(e: list[str], cfg: Config) -> None:
         transports,
         f"distinct names from {allowed}, best first, including uv (TCP: the one every pair of ranks can use)",
     )
+    if r.channels is not None:
+        channels = list(r.channels)
+        ok = "basic" in channels and len(set(channels)) == len(channels) and set(channels) <= set(RPC_CHANNELS)
+        allowed = ", ".join(RPC_CHANNELS)
+        _check(e, ok, "rpc.channels", channels, f"null, or distinct names from {allowed}, best first, including basic")
 
 
 def _train_errors(e: list[str], cfg: Config) -> None:

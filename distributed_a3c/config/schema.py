@@ -205,6 +205,12 @@ class RpcConfig:
     [shm, uv] halves a push's round trip on one host, but every rank's shm reactor busy-polls a core:
     worth it only where cores are spare (docs/BENCHMARKS.md); on 2 cores it gave the default job nothing.
     """
+    channels: list[str] | None = None
+    """TensorPipe channels for tensor payloads, best first: basic (over the transport), cma (cross-memory
+    attach between processes of one kernel), mpt_uv (several TCP connections), xth (threads of one process);
+    must include basic. null: TensorPipe's own choice (cma between ranks of one host). [basic] sends every
+    byte through the network stack: network namespaces on one machine share a kernel, so without it their
+    tensors skip the simulated links (scripts/bench_cluster.py sets it)."""
 
 
 @dataclass

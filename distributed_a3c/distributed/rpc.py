@@ -274,6 +274,7 @@ def init(
         rpc_timeout=cfg.timeout_s,
         init_method=rendezvous.init_method(),
         _transports=list(cfg.transports),
+        _channels=None if cfg.channels is None else list(cfg.channels),
     )
     global _layout
     _layout = layout or plan(world_size, 1)

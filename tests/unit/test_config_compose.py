@@ -154,6 +154,8 @@ BAD_VALUES = [
     ("rpc.transports", "[ibv]", ["ibv"]),  # no transport every pair of ranks can use
     ("rpc.transports", "[shm,tcp]", ["shm", "tcp"]),
     ("rpc.transports", "[uv,uv]", ["uv", "uv"]),
+    ("rpc.channels", "[cma]", ["cma"]),  # no channel every pair of ranks can use
+    ("rpc.channels", "[basic,gpu]", ["basic", "gpu"]),
 ]
 
 

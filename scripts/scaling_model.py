@@ -110,7 +110,7 @@ def link_bound(layout, per_node: int, floats: int, link: float) -> float:
             if dst == src:
                 continue
             for node, direction in ((src, "up"), (dst, "down"), (dst, "up"), (src, "down")):
-                load[node, direction] = load.get((node, direction), 0.0) + 4 * size / 2
+                load[node, direction] = load.get((node, direction), 0.0) + 4 * size
     return link / max(load.values()) if load else float("inf")
 
 

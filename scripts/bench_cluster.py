@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, int_list, metrics_rows, print_tables, say, write_json
+from _common import fmt, int_list, meta, metrics_rows, print_tables, say, write_json
 from _netns import cluster, kill_tagged, link_bytes, netns_missing, start
 
 from distributed_a3c.server.placement import plan
@@ -144,7 +144,8 @@ def main() -> int:
                     r = results[-1]
                     say(PROG, f"  {json.dumps(r)}")
     if args.out:  # before the table: a run's figures are never lost to a printing error
-        write_json(args.out, {"command": " ".join(sys.argv), "results": results})
+        run = meta([], f"{args.seconds:g} s per job")
+        write_json(args.out, {"meta": run, "command": " ".join(sys.argv), "results": results})
     head = ["size", "nodes", "recipe", "workers", "pushers", "pushes/s", "env steps/s", "off node 0", "bytes/env step"]
     head.append("busiest link")
     body = [

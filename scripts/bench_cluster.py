@@ -188,6 +188,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                 ax.plot(*zip(*pts, strict=True), "o-", label=recipe)
         rate = next(r["rate_mbit"] for r in results if r["size"] == size)
         ax.set(xlabel="nodes", ylabel="env steps/s made off node 0", title=f"{size}, links at {rate:g} Mbit/s")
+        ax.set_xticks(sorted({r["nodes"] for r in results}))
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,8 @@ def test_two_hosts_in_two_network_namespaces_form_one_job(
     """No address comes from hostname resolution (loopback here): gloo and TensorPipe use the veth."""
     run_dir = tmp_path / "run"
     head, other = two_hosts
-    args = ["train.total_env_steps=20000", f"hydra.run.dir={run_dir}"]
+    # [basic]: the namespaces share one kernel, so TensorPipe's cma channel would copy tensors past the veth.
+    args = ["train.total_env_steps=20000", f"hydra.run.dir={run_dir}", "rpc.channels=[basic]"]
     nodes = []
     for host in (head, other):
         cmd, extra_env = launch(host, head, venv_bin, args)
@@ -273,7 +274,7 @@ def test_a_two_host_job_with_spread_shards_or_node_aggregators_trains_and_exits_
     the server, aggregator 1 and worker 2; host 2 aggregator 3 and workers 4, 5; the server sees 1 and 3."""
     run_dir = tmp_path / "run"
     head, other = two_hosts
-    args = ["train.total_env_steps=30000", f"hydra.run.dir={run_dir}", *overrides]
+    args = ["train.total_env_steps=30000", f"hydra.run.dir={run_dir}", "rpc.channels=[basic]", *overrides]
     nodes = []
     for host in (head, other):
         _, env = _script_cmd(host, head, venv_bin, args)

@@ -17,6 +17,7 @@ from distributed_a3c.config import (
 )
 from distributed_a3c.messages import GradientPush
 from distributed_a3c.server import ParameterServer
+from distributed_a3c.server.placement import plan
 from distributed_a3c.server.sharding import (
     ShardedParameterStore,
     merge_optimizer_states,
@@ -195,3 +196,32 @@ def test_config_rejects_zero_shards():
     assert "server.shards=0 is invalid: must be >= 1" in config_errors(Config(server=ServerConfig(shards=0)))
     with pytest.raises(ValueError, match=r"shard=2 is invalid: must be in \[0, 2\)"):
         ParameterServer(_model(), OPTIMS["adam"], ServerConfig(shards=2), NO_STOP, shard=2)
+
+
+@pytest.mark.parametrize("optim", ["adam", "rmsprop"])
+def test_spread_shards_apply_the_same_updates_as_packed_ones(optim):
+    """3 nodes of 3 ranks, 3 shards: packed puts them on ranks 0-2 (node 0), spread on ranks 0, 3, 6 (one
+    a node). The i-th worker of either job pushing the same gradients must leave the same weights."""
+    weights = {}
+    for placement in ("packed", "spread"):
+        layout = plan(9, 3, placement, local_world_size=3, nodes=3)
+        # As the job builds them: rank r serves shard layout.shard_index(r) (distributed/roles.py), and a
+        # worker reaches shard k at rank layout.shard_ranks[k] (distributed/remote.py).
+        cfg = ServerConfig(shards=3)
+        servers = {
+            r: ParameterServer(_model(), OPTIMS[optim], cfg, NO_STOP, shard=layout.shard_index(r))
+            for r in layout.shard_ranks
+        }
+        assert servers[0].shard == 0  # the lead is rank 0 either way
+        stores = {w: ShardedParameterStore([servers[r] for r in layout.shard_ranks]) for w in layout.workers}
+        held = {w: (0, [0, 0, 0]) for w in layout.workers}
+        gen = torch.Generator().manual_seed(2)
+        for i in range(10):
+            worker = layout.workers[i % len(layout.workers)]
+            version, shard_versions = held[worker]
+            grads = torch.randn(servers[0].num_params, generator=gen)
+            reply = stores[worker].push(GradientPush(worker, version, grads, 10, [], shard_versions=shard_versions))
+            held[worker] = (reply.version, reply.shard_versions)
+        weights[placement] = _assembled([servers[r] for r in layout.shard_ranks])
+    assert layout.shard_ranks == (0, 3, 6)
+    _same(weights["spread"], weights["packed"])

@@ -165,7 +165,7 @@ class ScaleConfig:
     rule: str = "none"
     """How `optim.lr` follows the env steps of an optimizer step: `sqrt` (Adam's and RMSprop's square-root
     rule), `linear`, or `none` (optim.lr whatever the batch). Measured: docs/BENCHMARKS.md, "Sample
-    scaling" (sqrt halved mode=sync's experience at 16 workers; with server.accumulate=0 in mode=grad it
+    scaling" (sqrt cut mode=sync's experience to a third at 16 workers; with server.accumulate=0 in mode=grad it
     did not beat none and its long runs collapsed)."""
     reference_batch: int | None = None
     """Env steps per optimizer step that `optim.lr` is meant for; null: one push of this job

@@ -68,9 +68,12 @@ def build_server(
             model, cfg.optim, server_cfg, cfg.train, cfg.algo, spec, device, workers, central, cfg.scale
         )
     else:
-        per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker * layout.pushes_per_forward()
+        per_worker_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+        per_push = per_worker_push * layout.pushes_per_forward()  # a node aggregator's push sums its workers'
+        # optim.lr is meant for one worker's push: an aggregated push of W learns at sqrt(W)x with scale.rule=sqrt.
+        scale = dataclasses.replace(cfg.scale, reference_batch=cfg.scale.reference_batch or per_worker_push)
         kind = SynchronousServer if cfg.mode == "sync" else ParameterServer
-        server = kind(model, cfg.optim, server_cfg, cfg.train, device, shard, workers, per_push, cfg.scale)
+        server = kind(model, cfg.optim, server_cfg, cfg.train, device, shard, workers, per_push, scale)
     if state is not None:
         server.load_state_dict(state)
     return server

@@ -14,7 +14,8 @@ from distributed_a3c.messages import GradientPush
 from distributed_a3c.rl.scaling import auto_accumulate, scaled_lr
 from distributed_a3c.server import ParameterServer, SynchronousServer
 from distributed_a3c.server.optim import FlatOptimizer
-from distributed_a3c.trainer import pushes_per_step
+from distributed_a3c.server.placement import plan
+from distributed_a3c.trainer import build_server, pushes_per_step
 
 NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)
 ADAM = OptimConfig(name="adam", lr=0.01, beta1=0.0)
@@ -119,3 +120,18 @@ def test_bad_scaling_options_are_refused_in_one_line(group: str, key: str, value
     setattr(getattr(cfg, group), key, value)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(cfg)
+
+
+@pytest.mark.parametrize(("rule", "factor"), [("sqrt", 2.0), ("none", 1.0)])
+def test_an_aggregated_push_learns_at_the_rate_of_the_worker_pushes_it_sums(rule: str, factor: float) -> None:
+    """2 nodes of 5 ranks with node aggregation: node 0 holds the server, an aggregator and 3 workers, node 1
+    an aggregator and 4. optim.lr is meant for one worker's push, so a forwarded push of 4 learns at 2x."""
+    cfg = Config()
+    cfg.scale.rule, cfg.server.node_aggregate = rule, True
+    validate(cfg)
+    layout = plan(10, 1, "packed", node_aggregate=True, local_world_size=5, nodes=2)
+    assert layout.aggregators == [1, 5] and layout.pushes_per_forward() == 4
+    server = build_server(cfg, 0, 10, None, layout)
+    one_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+    assert server.push_env_steps == 4 * one_push and server.reference_env_steps == one_push
+    assert math.isclose(server.step_lr(1), cfg.optim.lr * factor)

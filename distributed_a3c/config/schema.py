@@ -168,8 +168,8 @@ class ScaleConfig:
     scaling" (sqrt cut mode=sync's experience to a third at 16 workers; with server.accumulate=0 in mode=grad it
     did not beat none and its long runs collapsed)."""
     reference_batch: int | None = None
-    """Env steps per optimizer step that `optim.lr` is meant for; null: one push of this job
-    (worker.rollout_len x worker.envs_per_worker)."""
+    """Env steps per optimizer step that `optim.lr` is meant for; null: one worker's push
+    (worker.rollout_len x worker.envs_per_worker), also when a node aggregator forwards the sum of several."""
     workers_per_step: int = 4
     """server.accumulate=0 (auto), mode=grad: one optimizer step per this many workers' pushes."""
 

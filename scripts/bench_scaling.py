@@ -39,7 +39,7 @@ Recipe = tuple[str, dict[str, str]]
 """(label, overrides by key) of one recipe: a mode, or --recipe LABEL=OVERRIDES."""
 
 
-def child_serial(workers: int, overrides: list[str], fresh: bool = False) -> None:
+def child_serial(workers: int, overrides: list[str], fresh: bool = False, order: str = "round-robin") -> None:
     """One job replayed in this process: its summary and evaluation rows. `fresh`: every worker pulls the
     newest weights before each rollout, so no gradient is stale (an oracle to compare with, not a mode)."""
     import tempfile as tf
@@ -61,7 +61,8 @@ def child_serial(workers: int, overrides: list[str], fresh: bool = False) -> Non
 
     cfg = compose([*overrides, "logger=quiet"])
     with tf.TemporaryDirectory(prefix="a3c-bench-scaling-") as run_dir:
-        summary = run_serial(cfg, Path(run_dir), OmegaConf.to_container(OmegaConf.structured(cfg)), workers=workers)
+        config_dict = OmegaConf.to_container(OmegaConf.structured(cfg))
+        summary = run_serial(cfg, Path(run_dir), config_dict, workers=workers, order=order)
         rows = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     emit({"summary": summary, "rows": [r for r in rows if "eval/mean_return" in r]})
 
@@ -71,7 +72,8 @@ def run_job(args: argparse.Namespace, workers: int, values: dict[str, Any], run_
     timeout = 60 * args.max_minutes + 300
     if args.launcher == "serial":
         fresh = ["--fresh"] if args.fresh else []
-        return run_child(SCRIPT, "serial", ["--workers", str(workers), *fresh, *overrides], timeout)
+        order = ["--order", args.order]
+        return run_child(SCRIPT, "serial", ["--workers", str(workers), *fresh, *order, *overrides], timeout)
     r = run_train(overrides, run_dir, timeout)
     r["rows"] = [row for row in r["rows"] if "eval/mean_return" in row]
     return r
@@ -295,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --launcher serial: every worker pulls the newest weights before each rollout (no staleness)",
     )
+    p.add_argument(
+        "--order",
+        choices=["round-robin", "shuffled", "random"],
+        default="round-robin",
+        help="with --launcher serial: who pushes next (trainer.run_serial's order; default round-robin)",
+    )
     p.add_argument("--child", choices=["serial"], help=argparse.SUPPRESS)
     return p
 
@@ -303,11 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     if args.child == "serial":
         workers = next(int(o.split("=", 1)[1]) for o in args.overrides if o.startswith("workers="))
-        child_serial(workers, [o for o in args.overrides if not o.startswith("workers=")], args.fresh)
+        child_serial(workers, [o for o in args.overrides if not o.startswith("workers=")], args.fresh, args.order)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.fresh and args.launcher != "serial":
-        parser().error("--fresh needs --launcher serial")
+    if (args.fresh or args.order != "round-robin") and args.launcher != "serial":
+        parser().error("--fresh and --order need --launcher serial")
     if 2 not in args.workers:
         parser().error("--workers must include 2: E(N) is measured against 2 workers")
     recipes: list[Recipe] = [(m.strip(), {"mode": m.strip()}) for m in args.modes.split(",") if m.strip()]
@@ -318,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         recipes.append((label, dict(o.split("=", 1) for o in overrides.split())))
     results: dict[str, Any] = {"meta": meta(args.overrides, f"to {args.threshold:g} or {args.max_steps} env steps")}
     results["meta"].update(
-        threshold=args.threshold, launcher=args.launcher, fresh=args.fresh, interval=args.interval, command=sys.argv
+        threshold=args.threshold,
+        launcher=args.launcher,
+        fresh=args.fresh,
+        order=args.order,
+        interval=args.interval,
+        command=sys.argv,
     )
     done = _load_runs(args.runs_jsonl)
     runs = [r for r in done if "seed" in r]

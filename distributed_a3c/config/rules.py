@@ -8,33 +8,27 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
+from distributed_a3c.config.choices import (
+    ACTIVATIONS,
+    CONVS,
+    ENV_BACKENDS,
+    EXPERIENCE_MODES,
+    MODELS,
+    MODES,
+    OBJECTIVES,
+    OPTIMIZERS,
+    RPC_CHANNELS,
+    RPC_TRANSPORTS,
+    SERVER_DEVICES,
+    TARGET_SOURCES,
+    VECTORIZATIONS,
+    WANDB_MODES,
+    WIRE_DTYPE_NAMES,
+)
 from distributed_a3c.rl.scaling import SCALING_RULES
 
 if TYPE_CHECKING:
     from distributed_a3c.config.schema import Config, EnvConfig
-
-MODELS = ("mlp", "cnn", "lstm")
-CONVS = ("nature", "a3c")
-OPTIMIZERS = ("adam", "rmsprop")
-VECTORIZATIONS = ("sync", "async", "vector", "auto")
-ENV_BACKENDS = ("gymnasium", "ale_vector", "envpool")
-ACTIVATIONS = ("tanh", "relu")
-WANDB_MODES = ("offline", "online", "disabled")
-SERVER_DEVICES = ("cpu", "cuda", "auto")
-WIRE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
-RPC_TRANSPORTS = ("shm", "uv", "ibv")
-RPC_CHANNELS = ("basic", "cma", "mpt_uv", "xth")
-MODES = ("grad", "data", "sync", "central")
-TARGET_SOURCES = ("train", "eval")
-OBJECTIVES = {
-    "mean_return_100": "maximize",
-    "eval_mean_return": "maximize",
-    "env_steps_to_target": "minimize",
-    "time_to_target": "minimize",
-}
-"""`train.objective` -> the direction a sweeper should optimize it in (docs/SWEEPS.md)."""
-EXPERIENCE_MODES = ("data", "central")
-"""Modes in which the server learns from rollouts (the workers send experience, not gradients)."""
 
 
 class ConfigError(ValueError):
@@ -327,31 +321,3 @@ def _atari_errors(e: list[str], env: EnvConfig) -> None:
         env.vectorization,
         "sync or async for ALE/... ids: env.backend=ale_vector is ale_py's batched env, with env.atari applied",
     )
-
-
-def unused_options(cfg: Config, defaults: Config) -> list[str]:
-    """Options set away from their default that the chosen mode does not use, one line each (said once at
-    start; the job runs)."""
-    unused = []
-
-    def note(key: str, value: object, default: object, used_by: str) -> None:
-        if value != default:
-            unused.append(f"{key}={value!r} is unused with mode={cfg.mode} (it applies to {used_by})")
-
-    if cfg.mode != "central":
-        note("central.max_batch", cfg.central.max_batch, defaults.central.max_batch, "mode=central")
-        note("central.max_wait_ms", cfg.central.max_wait_ms, defaults.central.max_wait_ms, "mode=central")
-    if cfg.mode in EXPERIENCE_MODES:
-        note("server.fold", cfg.server.fold, defaults.server.fold, "mode=grad; the learner batches rollouts anyway")
-    if cfg.mode == "central":
-        note(
-            "server.wire_dtype",
-            cfg.server.wire_dtype,
-            defaults.server.wire_dtype,
-            "weights, which mode=central never sends",
-        )
-    if cfg.mode == "sync":
-        note(
-            "server.max_staleness", cfg.server.max_staleness, defaults.server.max_staleness, "mode=grad, data, central"
-        )
-    return unused

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,16 @@ def int_list(text: str) -> list[int]:
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: need at least one count, each >= 1")
     return values
+
+
+def names_from(parser: argparse.ArgumentParser, flag: str, text: str, allowed: Iterable[str]) -> list[str]:
+    """A comma-separated option's names, each one of `allowed`; otherwise the parser's one-line error."""
+    allowed = list(allowed)
+    names = [s for s in text.split(",") if s]
+    unknown = [s for s in names if s not in allowed]
+    if unknown:
+        parser.error(f"{flag}: unknown {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return names
 
 
 Table = tuple[str, list[str], list[list[str]]]  # title, header, rows of already-formatted cells
@@ -236,6 +247,16 @@ def steady_state(rows: list[dict[str, Any]], summary: dict[str, Any], workers: i
 
 
 # ----- output ----------------------------------------------------------------------------------------------
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    """Lay a matplotlib figure out, write it to `path` (making its folder) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def metrics_rows(run_dir: Path) -> list[dict]:
     """The rows a run has written to its metrics.jsonl so far ([] before the first)."""
     path = run_dir / "metrics.jsonl"

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+
 TAG = "A3C_BENCH_NODE"
 
 
@@ -144,6 +146,26 @@ def kill_tagged(tag: str) -> None:
     for pid in tagged(tag):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def multinode_job(
+    nodes: list[Node], train: list[str], cwd: Path, env: dict, log_prefix: str = "", pause_s: float = 0.5
+) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
+    """scripts/launch_multinode.sh with the Hydra overrides `train` on every node, the head first and
+    `pause_s` apart, its output in `cwd/<log_prefix><netns>.log`; yields each node's process and tag, and
+    kills everything each node started on leaving."""
+    tags = [uuid.uuid4().hex for _ in nodes]
+    procs: list[subprocess.Popen] = []
+    try:
+        for node, tag in zip(nodes, tags, strict=True):
+            cmd = node.run([REPO / "scripts" / "launch_multinode.sh", *train])
+            procs.append(start(cmd, cwd, cwd / f"{log_prefix}{node.netns}.log", tag, env))
+            time.sleep(pause_s)
+        yield procs, tags
+    finally:
+        for tag in tags:
+            kill_tagged(tag)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:

@@ -33,13 +33,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, int_list, meta, metrics_rows, print_tables, say, write_json
-from _netns import cluster, kill_tagged, link_bytes, netns_missing, start
+from _common import fmt, int_list, meta, metrics_rows, print_tables, save_figure, say, write_json
+from _netns import cluster, link_bytes, multinode_job, netns_missing
 
 from distributed_a3c.server.placement import plan
 
 PROG = "bench_cluster"
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RECIPES = {  # with K nodes: (server.shards, placement, node_aggregate)
     "packed": lambda k: (k, "packed", False),
@@ -62,13 +61,7 @@ def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace)
     with cluster(k, rate) as nodes:
         env = {"RDZV_ENDPOINT": f"{nodes[0].addr}:29400", "NNODES": str(k), "NPROC_PER_NODE": str(k + 1)}
         env |= {"MAX_RESTARTS": "0", "RUN_ID": f"cl{uuid.uuid4().hex[:6]}", "A3C_VENV": str(BIN.parent)}
-        tags = [uuid.uuid4().hex for _ in nodes]
-        procs = []
-        try:
-            for node, tag in zip(nodes, tags, strict=True):
-                cmd = node.run([REPO / "scripts" / "launch_multinode.sh", *train])
-                procs.append(start(cmd, tmp, tmp / f"{run_dir.name}-{node.netns}.log", tag, env))
-                time.sleep(0.3)
+        with multinode_job(nodes, train, tmp, env, f"{run_dir.name}-", pause_s=0.3) as (procs, _):
             first = None
             deadline = time.monotonic() + args.seconds + 240
             while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -80,9 +73,6 @@ def run_one(tmp: Path, k: int, recipe: str, size: str, args: argparse.Namespace)
                 time.sleep(0.5)
             if first is None or not (run_dir / "summary.json").is_file():
                 raise RuntimeError(f"{recipe}, {size}, {k} nodes: no run; see {tmp}")
-        finally:
-            for tag in tags:
-                kill_tagged(tag)
     summary = json.loads((run_dir / "summary.json").read_text())
     end = [r for r in metrics_rows(run_dir) if r.get("global_step")][-1]
     dt = max(last[0] - first[0], 1e-9)
@@ -190,10 +180,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.set(xlabel="nodes", ylabel="env steps/s made off node 0", title=f"{size}, links at {rate:g} Mbit/s")
         ax.set_xticks(sorted({r["nodes"] for r in results}))
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import metrics_rows
-from _netns import cluster, kill_tagged, netns_missing, start, tagged, wait_until
+from _common import metrics_rows, names_from
+from _netns import cluster, kill_tagged, multinode_job, netns_missing, start, tagged, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 QUIET = ["logger=quiet", "train.target_return=null", "train.log_interval_s=0.25"]
 
@@ -53,13 +52,7 @@ def scenario_partition(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         env |= {"RUN_ID": "partition", "A3C_VENV": str(BIN.parent)}
         train = [*QUIET, "train.total_env_steps=100000000000", f"train.max_minutes={args.minutes}"]
         train += ["train.checkpoint_interval_s=2", f"hydra.run.dir={run_dir}"]
-        tags = [uuid.uuid4().hex for _ in nodes]
-        procs = []
-        try:
-            for node, tag in zip(nodes, tags, strict=True):
-                cmd = node.run([REPO / "scripts" / "launch_multinode.sh", *train])
-                procs.append(start(cmd, tmp, tmp / f"{node.netns}.log", tag, env))
-                time.sleep(0.5)
+        with multinode_job(nodes, train, tmp, env) as (procs, tags):
             wait_until(
                 lambda: (run_dir / "checkpoint.pt").is_file() and any(r["global_step"] for r in metrics_rows(run_dir)),
                 120,
@@ -86,9 +79,6 @@ def scenario_partition(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
                     "lost_workers": sorted(summary["lost_workers"]),
                 },
             }
-        finally:
-            for tag in tags:
-                kill_tagged(tag)
 
 
 def scenario_deadnode(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,10 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1_000_000, help="train.total_env_steps of the dead-node run")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    names = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in names if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"--scenarios: unknown {', '.join(unknown)}; allowed: {', '.join(SCENARIOS)}")
+    names = names_from(parser, "--scenarios", args.scenarios, SCENARIOS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the namespaces and processes go
     results = []
     with tempfile.TemporaryDirectory(prefix="a3c-partition-") as tmp:

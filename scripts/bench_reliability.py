@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import metrics_rows
+from _common import metrics_rows, names_from
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -270,10 +270,7 @@ def main() -> None:
     parser.add_argument("--soak-minutes", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    names = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in names if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"--scenarios: unknown {', '.join(unknown)}; allowed: {', '.join(SCENARIOS)}")
+    names = names_from(parser, "--scenarios", args.scenarios, SCENARIOS)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="a3c-reliability-") as tmp:
         for name in names:

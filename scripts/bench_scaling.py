@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import emit, fmt, int_list, meta, print_tables, run_child, run_train, say, write_json
+from _common import emit, fmt, int_list, meta, print_tables, run_child, run_train, save_figure, say, write_json
 
 PROG = "bench_scaling"
 SCRIPT = Path(__file__).resolve()
@@ -253,10 +253,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     m = results["meta"]
     ax.set_title(f"sample-scaling efficiency, {m['env_id']} to {m['threshold']:g} ({m['launcher']})", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parser() -> argparse.ArgumentParser:

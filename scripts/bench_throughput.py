@@ -37,6 +37,7 @@ from _common import (  # scripts/ is on sys.path
     print_tables,
     run_child,
     run_train,
+    save_figure,
     say,
     steady_state,
     with_overrides,
@@ -240,10 +241,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         f"{meta['budget']} | {meta['git_commit']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -224,7 +224,7 @@ def _scale_errors(e: list[str], cfg: Config) -> None:
         c.reference_batch is None or c.reference_batch >= 1,
         "scale.reference_batch",
         c.reference_batch,
-        "null (one push) or a number of env steps >= 1",
+        "null (one worker's push) or a number of env steps >= 1",
     )
     _check(e, c.workers_per_step >= 1, "scale.workers_per_step", c.workers_per_step, ">= 1")
 

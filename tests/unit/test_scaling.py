@@ -109,7 +109,7 @@ def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expect
     ("group", "key", "value", "message"),
     [
         ("scale", "rule", "cubic", "scale.rule='cubic' is invalid: must be one of sqrt, linear, none"),
-        ("scale", "reference_batch", 0, "scale.reference_batch=0 is invalid: must be null (one push)"),
+        ("scale", "reference_batch", 0, "scale.reference_batch=0 is invalid: must be null (one worker's push)"),
         ("scale", "reference_batch", -5, "scale.reference_batch=-5 is invalid"),
         ("scale", "workers_per_step", 0, "scale.workers_per_step=0 is invalid: must be >= 1"),
         ("server", "accumulate", -1, "server.accumulate=-1 is invalid: must be >= 0"),

@@ -134,12 +134,10 @@ class Supervisor:
         """This node's ranks are gone and its agent still waits (an exit barrier or a rendezvous with nodes
         that are gone): stop it, and exit with what the ranks said."""
         code, line = verdict(self._statuses(), ranks_seen)
-        agent.terminate()
-        try:
-            agent.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        # SIGKILL, not SIGTERM: with no rank left the agent has nothing to shut down, and torchrun turns a
+        # SIGTERM into a SignalException raised through its main (a traceback wall on a node that did fine).
+        agent.kill()
+        agent.wait()
         how = "exit 0" if code == 0 else f"exit {code}: {line}"
         self.say(
             f"this node's ranks ended {self.grace_s:g} s ago and torchrun's agent still waited "

@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -154,48 +155,59 @@ Snapshot = Callable[[], tuple[int, torch.Tensor, RunningMeanStd | None]]
 
 
 class PeriodicEvaluator:
-    """Evaluates every `eval.interval_env_steps` env steps: the first evaluation once that many are done,
-    then at each multiple (one reached while an evaluation runs is skipped for the next).
+    """Evaluates every `eval.interval_env_steps` env steps: the weights are taken once that many are done,
+    then at each multiple (one multiple per poll, however many were passed since the last).
 
     `background=True` plays on a thread of its own, so the lead's loop (logging, checkpoints, signals)
-    never waits for an evaluation; False plays in the caller's thread (the serial runner, deterministic).
+    never waits for an evaluation; weights taken while one plays wait in a queue of `eval.max_pending`
+    (one due when it is full is skipped), so that slow evaluations still report on the interval's grid.
+    False plays in the caller's thread (the serial runner, deterministic).
     """
 
     def __init__(self, cfg: Config, background: bool, evaluations_done: int = 0, after_step: int = 0) -> None:
         """`evaluations_done`, `after_step`: a resumed run's count of evaluations and env steps so far."""
         self.evaluator = PolicyEvaluator(cfg)
         self.interval = cfg.eval.interval_env_steps
+        self.max_pending = cfg.eval.max_pending
         self.count = evaluations_done
+        self.skipped = 0
         self._next_step = (after_step // self.interval + 1) * self.interval
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="eval") if background else None
-        self._pending: Future[EvalResult] | None = None
+        self._running: Future[EvalResult] | None = None
+        self._queue: deque[tuple] = deque()
         self._done: list[EvalResult] = []
 
     def poll(self, global_step: int, snapshot: Snapshot) -> list[EvalResult]:
-        """The evaluations finished since the last poll, oldest first; starts the next one when it is due."""
-        if self._pending is not None and self._pending.done():
+        """The evaluations finished since the last poll, oldest first; takes the weights when they are due."""
+        if self._running is not None and self._running.done():
             self._collect()
-        if self._pending is None and global_step >= self._next_step:
+        if global_step >= self._next_step:
             self._next_step = (global_step // self.interval + 1) * self.interval
-            version, weights, obs_stats = snapshot()
-            args = (weights, obs_stats, self.count, global_step, version)
-            self.count += 1
-            if self._pool is None:
-                self._done.append(self.evaluator.evaluate(*args))
+            if len(self._queue) < self.max_pending:
+                version, weights, obs_stats = snapshot()
+                self._queue.append((weights, obs_stats, self.count, global_step, version))
+                self.count += 1
             else:
-                self._pending = self._pool.submit(self.evaluator.evaluate, *args)
+                self.skipped += 1
+        if self._pool is None:
+            while self._queue:
+                self._done.append(self.evaluator.evaluate(*self._queue.popleft()))
+        elif self._running is None and self._queue:
+            self._running = self._pool.submit(self.evaluator.evaluate, *self._queue.popleft())
         done, self._done = self._done, []
         return done
 
     def _collect(self) -> None:
-        future, self._pending = self._pending, None
+        future, self._running = self._running, None
         try:
             self._done.append(future.result())
         except Exception as e:  # an evaluation must never take training down
             log.warning("evaluation failed: %s: %s", type(e).__name__, e)
 
     def close(self) -> None:
-        """Wait for an evaluation still running (its result is dropped), then free the envs."""
+        """Wait for an evaluation still running (its result and the queued weights are dropped), then free
+        the envs."""
+        self._queue.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self.evaluator.close()

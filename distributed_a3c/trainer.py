@@ -228,6 +228,8 @@ class Trainer:
                 sink.close()
         summary = run_summary(self.server, world_size, final_shards, self.roster)
         summary["eval"] = self.server.stats.eval_summary(self.cfg.train.target_return)
+        if summary["eval"] and self.evaluator is not None:
+            summary["eval"]["skipped"] = self.evaluator.skipped
         summary["objective"] = {
             "name": self.cfg.train.objective,
             "value": objective_value(summary, self.cfg.train.objective),

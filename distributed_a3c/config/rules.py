@@ -233,6 +233,7 @@ def _eval_errors(e: list[str], cfg: Config) -> None:
     v = cfg.eval
     _check(e, v.interval_env_steps >= 0, "eval.interval_env_steps", v.interval_env_steps, ">= 0 (0: no evaluation)")
     _check(e, v.episodes >= 1, "eval.episodes", v.episodes, ">= 1")
+    _check(e, v.max_pending >= 1, "eval.max_pending", v.max_pending, ">= 1")
 
 
 def _top_level_errors(e: list[str], cfg: Config) -> None:

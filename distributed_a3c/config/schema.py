@@ -258,6 +258,10 @@ class EvalConfig:
     """Episodes per evaluation, one per env, played side by side in one vector env."""
     greedy: bool = False
     """Act greedily (argmax, or the Gaussian mean) instead of sampling from the policy as training does."""
+    max_pending: int = 4
+    """Weights taken at each interval wait in a queue while an evaluation plays, so evaluations keep to the
+    interval's grid when they are slower than training (many workers on few cores); a snapshot due while
+    this many wait is skipped (`eval.skipped` in summary.json)."""
 
 
 @dataclass

@@ -4,6 +4,8 @@ apart from training, logged against the env step of the weights, and a stop on t
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,12 +105,38 @@ def test_background_evaluation_reports_on_a_later_poll() -> None:
     for _ in range(200):
         if results:
             break
-        import time
-
         time.sleep(0.05)
         results = periodic.poll(150, lambda: (1, weights, None))
     periodic.close()
     assert len(results) == 1 and results[0].global_step == 100
+
+
+def test_slow_background_evaluations_keep_to_the_grid_and_skip_only_past_the_queue() -> None:
+    """Weights due while an evaluation plays wait their turn (up to eval.max_pending): the results come in
+    order at the multiples they were taken at; one due on a full queue is skipped and counted."""
+    cfg = Config(seed=3)
+    cfg.eval.interval_env_steps = 100
+    cfg.eval.episodes = 2
+    cfg.eval.max_pending = 2
+    weights = _weights(cfg)
+    periodic = PeriodicEvaluator(cfg, background=True)
+    release, play = threading.Event(), periodic.evaluator.evaluate
+
+    def slow_evaluate(*args):
+        release.wait(30)
+        return play(*args)
+
+    periodic.evaluator.evaluate = slow_evaluate
+    snapshot = lambda: (1, weights, None)  # noqa: E731
+    for step in (100, 200, 300, 400):  # 100 plays, 200 and 300 wait, 400 finds the queue full
+        assert periodic.poll(step, snapshot) == []
+    release.set()
+    results, deadline = [], time.monotonic() + 30
+    while len(results) < 3 and time.monotonic() < deadline:
+        results += periodic.poll(450, snapshot)
+        time.sleep(0.01)
+    periodic.close()
+    assert [r.global_step for r in results] == [100, 200, 300] and periodic.skipped == 1
 
 
 def test_training_stops_on_the_evaluated_return_when_asked(tmp_path: Path) -> None:
@@ -149,6 +177,7 @@ def test_the_lead_evaluates_the_whole_vector_of_a_sharded_server() -> None:
     [
         ({"interval_env_steps": -1}, "eval.interval_env_steps=-1 is invalid: must be >= 0"),
         ({"episodes": 0}, "eval.episodes=0 is invalid: must be >= 1"),
+        ({"max_pending": 0}, "eval.max_pending=0 is invalid: must be >= 1"),
     ],
 )
 def test_bad_evaluation_settings_are_refused_in_one_line(overrides: dict, message: str) -> None:

@@ -106,7 +106,10 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
             "launch_to_exit_s": float("nan"),
             "wall_time_s": None,
             "staleness_mean": None,
+            "staleness_p99": None,
+            "staleness_max": None,
             "policy_lag_mean": None,
+            "evaluations_skipped": None,
             "evaluations": [],
             "error": error,
         }
@@ -121,7 +124,10 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         "launch_to_exit_s": r["launch_to_exit_s"],
         "wall_time_s": s["wall_time_s"],
         "staleness_mean": (s.get("staleness") or {}).get("mean"),
+        "staleness_p99": (s.get("staleness") or {}).get("p99"),
+        "staleness_max": (s.get("staleness") or {}).get("max"),
         "policy_lag_mean": (s.get("policy_lag") or {}).get("mean"),
+        "evaluations_skipped": (s.get("eval") or {}).get("skipped"),
         "evaluations": [(row["global_step"], row["eval/mean_return"]) for row in r["rows"]],
     }
 

@@ -31,7 +31,7 @@ from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, TensorBoardSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.policy_eval import PeriodicEvaluator
-from distributed_a3c.rl.scaling import auto_accumulate
+from distributed_a3c.rl.scaling import auto_accumulate, staleness_factor
 from distributed_a3c.run_record import now_iso, objective_value, run_meta, run_summary, write_json
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
 from distributed_a3c.server.placement import Layout, plan
@@ -104,7 +104,19 @@ def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
         f"optimizer steps: {workers} worker{'s' if workers != 1 else ''}; each step learns from {how}: "
         f"{pushes * server.push_env_steps} env steps, lr {server.base_lr:g} -> {server.step_lr(pushes):.4g} "
         f"(scale.rule={cfg.scale.rule}, optim.lr is for {server.reference_env_steps} env steps)"
+        + _staleness_clause(cfg, workers, server.accumulate)
     )
+
+
+def _staleness_clause(cfg: Config, workers: int, accumulate: int) -> str:
+    """The staleness rule, with the factor a push gets at the job's typical staleness (the optimizer steps
+    the other workers take while one collects)."""
+    rule, ref = cfg.scale.staleness, cfg.scale.staleness_reference
+    if rule == "none" or cfg.mode != "grad":
+        return ""
+    typical = max(0, -(-workers // accumulate) - 1)
+    factor = staleness_factor(typical, ref, rule)
+    return f"; scale.staleness={rule}: x{factor:.3g} at staleness {typical} (1 up to {ref})"
 
 
 def experience_spec(cfg: Config, obs_space: gym.Space, action_space: gym.Space) -> ExperienceSpec:

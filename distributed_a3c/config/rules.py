@@ -25,7 +25,7 @@ from distributed_a3c.config.choices import (
     WANDB_MODES,
     WIRE_DTYPE_NAMES,
 )
-from distributed_a3c.rl.scaling import SCALING_RULES
+from distributed_a3c.rl.scaling import SCALING_RULES, STALENESS_RULES
 
 if TYPE_CHECKING:
     from distributed_a3c.config.schema import Config, EnvConfig
@@ -227,6 +227,8 @@ def _scale_errors(e: list[str], cfg: Config) -> None:
         "null (one worker's push) or a number of env steps >= 1",
     )
     _check(e, c.workers_per_step >= 1, "scale.workers_per_step", c.workers_per_step, ">= 1")
+    _choice(e, "scale.staleness", c.staleness, STALENESS_RULES)
+    _check(e, c.staleness_reference >= 0, "scale.staleness_reference", c.staleness_reference, ">= 0")
 
 
 def _eval_errors(e: list[str], cfg: Config) -> None:

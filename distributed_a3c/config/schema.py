@@ -172,6 +172,12 @@ class ScaleConfig:
     (worker.rollout_len x worker.envs_per_worker), also when a node aggregator forwards the sum of several."""
     workers_per_step: int = 4
     """server.accumulate=0 (auto), mode=grad: one optimizer step per this many workers' pushes."""
+    staleness: str = "none"
+    """How a push's learning rate follows its staleness (the optimizer steps taken since its weights):
+    `sqrt`, lr x sqrt((ref + 1) / (staleness + 1)) beyond `scale.staleness_reference`; `inverse`, lr x
+    (ref + 1) / (staleness + 1) (Zhang et al. 2016); `none`, optim.lr whatever the staleness."""
+    staleness_reference: int = 1
+    """Staleness that `optim.lr` is meant for (the 2-worker job's); pushes this fresh or fresher get it whole."""
 
 
 @dataclass

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import math
 
+STALENESS_RULES = ("sqrt", "inverse", "none")
+"""How a push's learning rate follows its staleness beyond `scale.staleness_reference`."""
+
 SCALING_RULES = ("sqrt", "linear", "none")
 """How the learning rate follows the batch of an optimizer step: `sqrt` (Adam's and RMSprop's rule),
 `linear` (SGD's), `none` (optim.lr whatever the batch)."""
@@ -46,3 +49,22 @@ def scaled_lr(lr: float, batch_env_steps: float, reference_env_steps: float, rul
     if rule == "linear":
         return lr * ratio
     return lr
+
+
+def staleness_factor(staleness: int, reference: int, rule: str) -> float:
+    """The learning-rate factor of a gradient computed on weights `staleness` versions older than those it
+    is applied to: 1 up to `reference`, then ((reference + 1) / (staleness + 1)) to the power 1/2 (`sqrt`)
+    or 1 (`inverse`, Zhang et al. 2016's staleness-aware step); `none` is always 1.
+
+    N asynchronous workers apply N gradients computed on about the same weights one after another, each at
+    the full rate: together they travel N steps where a synchronous batch of the same gradients would
+    travel sqrt(N) under Adam's square-root rule, and the excess is what throws a many-worker run off.
+    """
+    if rule not in STALENESS_RULES:
+        raise ValueError(f"rule={rule!r} is invalid: must be one of {', '.join(STALENESS_RULES)}")
+    if staleness < 0 or reference < 0:
+        raise ValueError(f"staleness ({staleness}) and reference ({reference}) must be >= 0")
+    if rule == "none" or staleness <= reference:
+        return 1.0
+    ratio = (reference + 1) / (staleness + 1)
+    return math.sqrt(ratio) if rule == "sqrt" else ratio

@@ -23,7 +23,7 @@ from distributed_a3c.config import OptimConfig, ScaleConfig, ServerConfig, Train
 from distributed_a3c.messages import WIRE_DTYPES, GradientPush, WeightsReply, completed
 from distributed_a3c.rl.grads import flatten_parameters_
 from distributed_a3c.rl.normalize import RunningMeanStd
-from distributed_a3c.rl.scaling import scaled_lr
+from distributed_a3c.rl.scaling import scaled_lr, staleness_factor
 from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.server.run_stats import RunStats, StopPolicy
 from distributed_a3c.server.sharding import merge_optimizer_states, shard_bounds, slice_optimizer_state
@@ -90,6 +90,9 @@ class ParameterServer:
         self._batches_applied = 0
         self._accum = torch.zeros_like(self._param.detach())
         self._accum_count = 0
+        self._accum_factor = 0.0
+        self._push_factor = 1.0
+        """scale.staleness's factor of the push just taken (set by _take, with the lock held)."""
         self.version = 0
         self.pushes = 0
         self.dropped = 0
@@ -171,16 +174,15 @@ class ParameterServer:
                 return self._reply(req, "stopped")
             status = self._take(req)
             if status is None:
-                self._accum.add_(self._master_dtype(req.grads))
-                self._accum_count += 1
+                self._add_to_batch(self._master_dtype(req.grads))
                 batch = self._batches_applied  # the batch now filling
         if status is None:
             with self._step_lock, self._lock, self._busy():
                 if self._batches_applied == batch:  # else a push of this batch already applied it
                     if self.stop_reason is None:  # after the stop the weights are final (checkpointed)
-                        self._step(self._accum, self._accum_count)
+                        self._step_batch()
                     self._accum.zero_()
-                    self._accum_count = 0
+                    self._accum_count, self._accum_factor = 0, 0.0
                     self._batches_applied += 1
             status = "applied"
         with self._lock, self._busy():
@@ -224,20 +226,30 @@ class ParameterServer:
         if dropped:
             self.dropped += 1
             return "dropped"
+        self._push_factor = staleness_factor(staleness, self.scale.staleness_reference, self.scale.staleness)
         return None
 
     def _apply(self, grads: torch.Tensor) -> str:
         if self.accumulate == 1:
-            self._step(grads)
+            self._step(grads, 1, self._push_factor)
             return "applied"
-        self._accum.add_(grads)
-        self._accum_count += 1
+        self._add_to_batch(grads)
         if self._accum_count < self.accumulate:
             return "accumulated"
-        self._step(self._accum, self._accum_count)
+        self._step_batch()
+        return "applied"
+
+    def _add_to_batch(self, grads: torch.Tensor) -> None:
+        self._accum.add_(grads)
+        self._accum_count += 1
+        self._accum_factor += self._push_factor
+
+    def _step_batch(self) -> None:
+        """One optimizer step for the pushes summed so far, at their mean staleness factor."""
+        self._step(self._accum, self._accum_count, self._accum_factor / self._accum_count)
         self._accum.zero_()
         self._accum_count = 0
-        return "applied"
+        self._accum_factor = 0.0
 
     def _master_dtype(self, grads: torch.Tensor) -> torch.Tensor:
         """The pushed gradient as float32 on the server's device (no copy when it already is)."""
@@ -249,8 +261,8 @@ class ParameterServer:
         """The learning rate of an optimizer step that learns from `pushes` pushes (scale.rule)."""
         return scaled_lr(self.base_lr, pushes * self.push_env_steps, self.reference_env_steps, self.scale.rule)
 
-    def _step(self, grads: torch.Tensor, pushes: int = 1) -> None:
-        lr = self.step_lr(pushes)
+    def _step(self, grads: torch.Tensor, pushes: int = 1, staleness_factor: float = 1.0) -> None:
+        lr = self.step_lr(pushes) * staleness_factor
         self.optimizer.step(grads, lr)
         self.version += 1
         if self.stats is not None:

@@ -79,9 +79,9 @@ def test_pushes_during_a_forward_make_the_next_window() -> None:
     step = server._step
     gate = threading.Event()
 
-    def slow_step(grads, pushes=1):
+    def slow_step(grads, pushes=1, staleness_factor=1.0):
         gate.wait(5)
-        step(grads, pushes)
+        step(grads, pushes, staleness_factor)
 
     server._step = slow_step
     agg = NodeAggregator(10, server, [11, 12], server.num_params, 160, window_s=0.05)

@@ -11,7 +11,7 @@ from torch import nn
 
 from distributed_a3c.config import Config, ConfigError, OptimConfig, ScaleConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.messages import GradientPush
-from distributed_a3c.rl.scaling import auto_accumulate, scaled_lr
+from distributed_a3c.rl.scaling import auto_accumulate, scaled_lr, staleness_factor
 from distributed_a3c.server import ParameterServer, SynchronousServer
 from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.server.placement import plan
@@ -43,10 +43,45 @@ def test_scaled_lr_refuses_what_it_cannot_take() -> None:
         scaled_lr(1e-3, 10, 0, "sqrt")
 
 
-def _server(kind=ParameterServer, accumulate: int = 1, rule: str = "sqrt", reference: int | None = None):
+@pytest.mark.parametrize(
+    ("staleness", "rule", "expected"),
+    [(0, "sqrt", 1.0), (1, "sqrt", 1.0), (3, "sqrt", math.sqrt(2 / 4)), (15, "sqrt", math.sqrt(2 / 16))]
+    + [(15, "inverse", 2 / 16), (1, "inverse", 1.0), (15, "none", 1.0)],
+)
+def test_the_rate_falls_with_staleness_beyond_the_reference(staleness: int, rule: str, expected: float) -> None:
+    assert math.isclose(staleness_factor(staleness, 1, rule), expected)
+
+
+def test_staleness_factor_refuses_what_it_cannot_take() -> None:
+    with pytest.raises(ValueError, match="rule='half' is invalid: must be one of sqrt, inverse, none"):
+        staleness_factor(3, 1, "half")
+    with pytest.raises(ValueError, match=r"staleness \(-1\)"):
+        staleness_factor(-1, 1, "sqrt")
+
+
+def test_each_push_steps_at_the_rate_of_its_own_staleness() -> None:
+    """Four pushes computed on version 0 arrive one after another: staleness 0, 1, 2, 3; with the sqrt rule
+    and reference 1 their steps take lr x 1, 1, sqrt(2/3), sqrt(2/4), and server/lr reports their mean."""
+    server = _server(rule="none", staleness="sqrt")
+    start = server.flat.weights.detach().clone()
+    grads = [torch.randn(server.num_params, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    for g in grads:
+        server.push(GradientPush(rank=1, version=0, grads=g, env_steps=160))
+    param = start.clone()
+    optimizer = FlatOptimizer(param, ADAM)
+    factors = [1.0, 1.0, math.sqrt(2 / 3), math.sqrt(2 / 4)]
+    for g, factor in zip(grads, factors, strict=True):
+        optimizer.step(g, 0.01 * factor)
+    torch.testing.assert_close(server.flat.weights, param)
+    assert math.isclose(server.snapshot()["server/lr"], 0.01 * sum(factors) / 4)
+
+
+def _server(
+    kind=ParameterServer, accumulate: int = 1, rule: str = "sqrt", reference: int | None = None, staleness="none"
+):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    scale = ScaleConfig(rule=rule, reference_batch=reference)
+    scale = ScaleConfig(rule=rule, reference_batch=reference, staleness=staleness)
     return kind(model, ADAM, ServerConfig(accumulate=accumulate), NO_STOP, env_steps_per_push=160, scale=scale)
 
 
@@ -112,6 +147,8 @@ def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expect
         ("scale", "reference_batch", 0, "scale.reference_batch=0 is invalid: must be null (one worker's push)"),
         ("scale", "reference_batch", -5, "scale.reference_batch=-5 is invalid"),
         ("scale", "workers_per_step", 0, "scale.workers_per_step=0 is invalid: must be >= 1"),
+        ("scale", "staleness", "half", "scale.staleness='half' is invalid: must be one of sqrt, inverse, none"),
+        ("scale", "staleness_reference", -1, "scale.staleness_reference=-1 is invalid: must be >= 0"),
         ("server", "accumulate", -1, "server.accumulate=-1 is invalid: must be >= 0"),
     ],
 )

@@ -32,10 +32,10 @@ def _push_concurrently(
     applied: list[torch.Tensor] = []
     step = server._step
 
-    def slow_step(grads: torch.Tensor, pushes: int = 1) -> None:
+    def slow_step(grads: torch.Tensor, pushes: int = 1, staleness_factor: float = 1.0) -> None:
         applied.append(grads.clone())
         time.sleep(0.005)  # a big model's step: pushes pile up behind it
-        step(grads, pushes)
+        step(grads, pushes, staleness_factor)
 
     server._step = slow_step  # type: ignore[method-assign]
     gens = [torch.Generator().manual_seed(i) for i in range(threads)]

@@ -204,6 +204,17 @@ class PeriodicEvaluator:
         except Exception as e:  # an evaluation must never take training down
             log.warning("evaluation failed: %s: %s", type(e).__name__, e)
 
+    def drain(self, until: Callable[[EvalResult], bool], deadline_s: float) -> list[EvalResult]:
+        """The evaluation still running and then the queued weights, played in the caller's thread in the
+        order taken, until one satisfies `until` or `deadline_s` (monotonic) passes: what the run's own
+        stop depends on, when training ended before its evaluations caught up."""
+        if self._running is not None:
+            self._collect()
+        done, self._done = self._done, []
+        while self._queue and not any(until(r) for r in done) and time.monotonic() < deadline_s:
+            done.append(self.evaluator.evaluate(*self._queue.popleft()))
+        return done
+
     def close(self) -> None:
         """Wait for an evaluation still running (its result and the queued weights are dropped), then free
         the envs."""

@@ -40,6 +40,8 @@ from distributed_a3c.worker import make_worker
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+EVAL_DRAIN_S = 120.0
+"""At the end of a run stopped on its budget, the longest the lead plays weights still queued for evaluation."""
 
 
 def server_device(cfg: Config) -> torch.device:
@@ -218,6 +220,18 @@ class Trainer:
     def row(self) -> dict[str, float]:
         return {**self.server.snapshot(), "server/workers_alive": self.roster.alive}
 
+    def _drain_evaluations(self) -> None:
+        """The run ran out of env steps or minutes while weights waited for their evaluation and the stop
+        is on the evaluated return: evaluate them now (the workers are gone, the cores free), so that the
+        summary says whether, and at which env step, the weights reached the target."""
+        train = self.cfg.train
+        if train.target_source != "eval" or self.server.stop_reason not in ("total_env_steps", "max_minutes"):
+            return
+        reached = lambda r: train.target_return is not None and r.mean_return >= train.target_return  # noqa: E731
+        for result in self.evaluator.drain(reached, time.monotonic() + EVAL_DRAIN_S):
+            self.server.stats.record_eval(result.global_step, result.mean_return, result.seconds)
+            self.hub.log(result.row())
+
     def save(self, other_shards: list[dict]) -> None:
         state = self.server.state_dict(other_shards)
         state["config"] = self.config_dict
@@ -231,6 +245,7 @@ class Trainer:
             log.error("could not reach every parameter-server shard (%s); checkpoint not updated", e)
             final_shards = None
         if self.evaluator is not None:
+            self._drain_evaluations()
             self.evaluator.close()
         if final_shards is not None:
             self.save(final_shards)

@@ -139,6 +139,30 @@ def test_slow_background_evaluations_keep_to_the_grid_and_skip_only_past_the_que
     assert [r.global_step for r in results] == [100, 200, 300] and periodic.skipped == 1
 
 
+def test_draining_plays_the_queued_weights_in_order_until_one_satisfies() -> None:
+    """At the end of a run the weights still queued are played in the order taken, up to the first that
+    reaches the target; those after it stay unplayed."""
+    cfg = Config(seed=3)
+    cfg.eval.interval_env_steps = 100
+    cfg.eval.episodes = 2
+    weights = _weights(cfg)
+    periodic = PeriodicEvaluator(cfg, background=True)
+    release, play = threading.Event(), periodic.evaluator.evaluate
+
+    def held_evaluate(*args):
+        release.wait(30)
+        return play(*args)
+
+    periodic.evaluator.evaluate = held_evaluate
+    for step in (100, 200, 300, 400):
+        assert periodic.poll(step, lambda: (1, weights, None)) == []
+    release.set()
+    done = periodic.drain(lambda r: r.global_step == 300, time.monotonic() + 60)
+    assert [r.global_step for r in done] == [100, 200, 300] and len(periodic._queue) == 1
+    assert periodic.drain(lambda r: False, time.monotonic() - 1) == []  # past its deadline: plays nothing
+    periodic.close()
+
+
 def test_training_stops_on_the_evaluated_return_when_asked(tmp_path: Path) -> None:
     """target_source=eval: the stop waits for the evaluation, not for 100 finished training episodes."""
     cfg = Config(seed=1)

@@ -111,40 +111,13 @@ def test_background_evaluation_reports_on_a_later_poll() -> None:
     assert len(results) == 1 and results[0].global_step == 100
 
 
-def test_slow_background_evaluations_keep_to_the_grid_and_skip_only_past_the_queue() -> None:
-    """Weights due while an evaluation plays wait their turn (up to eval.max_pending): the results come in
-    order at the multiples they were taken at; one due on a full queue is skipped and counted."""
+def _held_evaluations(max_pending: int) -> tuple[PeriodicEvaluator, threading.Event]:
+    """A background evaluator whose evaluations wait for the event; polled at 100, 200, 300 and 400 env
+    steps: 100 plays (held), the others queue while they fit."""
     cfg = Config(seed=3)
     cfg.eval.interval_env_steps = 100
     cfg.eval.episodes = 2
-    cfg.eval.max_pending = 2
-    weights = _weights(cfg)
-    periodic = PeriodicEvaluator(cfg, background=True)
-    release, play = threading.Event(), periodic.evaluator.evaluate
-
-    def slow_evaluate(*args):
-        release.wait(30)
-        return play(*args)
-
-    periodic.evaluator.evaluate = slow_evaluate
-    snapshot = lambda: (1, weights, None)  # noqa: E731
-    for step in (100, 200, 300, 400):  # 100 plays, 200 and 300 wait, 400 finds the queue full
-        assert periodic.poll(step, snapshot) == []
-    release.set()
-    results, deadline = [], time.monotonic() + 30
-    while len(results) < 3 and time.monotonic() < deadline:
-        results += periodic.poll(450, snapshot)
-        time.sleep(0.01)
-    periodic.close()
-    assert [r.global_step for r in results] == [100, 200, 300] and periodic.skipped == 1
-
-
-def test_draining_plays_the_queued_weights_in_order_until_one_satisfies() -> None:
-    """At the end of a run the weights still queued are played in the order taken, up to the first that
-    reaches the target; those after it stay unplayed."""
-    cfg = Config(seed=3)
-    cfg.eval.interval_env_steps = 100
-    cfg.eval.episodes = 2
+    cfg.eval.max_pending = max_pending
     weights = _weights(cfg)
     periodic = PeriodicEvaluator(cfg, background=True)
     release, play = threading.Event(), periodic.evaluator.evaluate
@@ -156,6 +129,26 @@ def test_draining_plays_the_queued_weights_in_order_until_one_satisfies() -> Non
     periodic.evaluator.evaluate = held_evaluate
     for step in (100, 200, 300, 400):
         assert periodic.poll(step, lambda: (1, weights, None)) == []
+    return periodic, release
+
+
+def test_slow_background_evaluations_keep_to_the_grid_and_skip_only_past_the_queue() -> None:
+    """Weights due while an evaluation plays wait their turn (up to eval.max_pending): the results come in
+    order at the multiples they were taken at; one due on a full queue is skipped and counted."""
+    periodic, release = _held_evaluations(max_pending=2)  # 200 and 300 wait, 400 finds the queue full
+    release.set()
+    results, deadline = [], time.monotonic() + 30
+    while len(results) < 3 and time.monotonic() < deadline:
+        results += periodic.poll(450, lambda: pytest.fail("no weights are due at 450"))
+        time.sleep(0.01)
+    periodic.close()
+    assert [r.global_step for r in results] == [100, 200, 300] and periodic.skipped == 1
+
+
+def test_draining_plays_the_queued_weights_in_order_until_one_satisfies() -> None:
+    """At the end of a run the weights still queued are played in the order taken, up to the first that
+    reaches the target; those after it stay unplayed."""
+    periodic, release = _held_evaluations(max_pending=4)
     release.set()
     done = periodic.drain(lambda r: r.global_step == 300, time.monotonic() + 60)
     assert [r.global_step for r in done] == [100, 200, 300] and len(periodic._queue) == 1

@@ -21,7 +21,12 @@ from distributed_a3c.distributed import rpc as rpc_edge
 from distributed_a3c.distributed.liveness import upstream_watch, worker_monitor
 from distributed_a3c.distributed.remote import peer_words, remote_store
 from distributed_a3c.distributed.rpc import PeerLost
-from distributed_a3c.distributed.signals import arm_graceful_sigterm, interrupted, orphaned, terminated_by_launcher
+from distributed_a3c.distributed.signals import (
+    arm_graceful_sigterm,
+    interrupted,
+    launcher_gone,
+    terminated_by_launcher,
+)
 from distributed_a3c.distributed.supervise import record_exit
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.server import BatchingPredictor, WorkerRoster
@@ -200,7 +205,7 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
             then += " (each step now waits for those only)"
         log.warning("lost worker rank %d on %s (%s); %s", rank, rendezvous.host_of(rank), reason, then)
         if roster.alive == 0 or restart:
-            server.request_stop("lost_workers")
+            server.request_stop("interrupted" if launcher_gone() else "lost_workers")
         elif cfg.mode == "sync":
             server.release_waiting(len(roster.pending()))
 
@@ -236,4 +241,4 @@ def run_server(cfg: Config, world_size: int, run_dir: Path, config_dict: dict[st
         lost_ranks = ", ".join(f"{r} on {rendezvous.host_of(r)}" for r in sorted(roster.lost))
         then = "the job restarts from the checkpoint" if rendezvous.restarts_left() > 0 else "no worker is left"
         raise PeerLost(f"lost worker rank {lost_ranks}: {then} (kept in {run_dir})")
-    return 1 if orphaned() else 0
+    return 1 if launcher_gone() else 0

@@ -23,6 +23,7 @@ _interrupted = threading.Event()
 _first_signal: int | None = None
 _first_signal_at = 0.0
 _orphaned: int | None = None  # the pid of rank 0's launcher, once it died
+_launcher: int | None = None  # the pid of this rank's launcher (its parent at start)
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
@@ -53,6 +54,8 @@ def install_signal_handlers(rank: int) -> None:
     else:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    global _launcher
+    _launcher = os.getppid()
     watch_parent(_on_orphaned if rank == 0 else _exit_orphaned)
 
 
@@ -92,6 +95,7 @@ def interrupted() -> bool:
     return _interrupted.is_set()
 
 
-def orphaned() -> bool:
-    """True once this rank's launcher died."""
-    return _orphaned is not None
+def launcher_gone() -> bool:
+    """True when this rank's launcher is dead now, even before the parent watch (which polls) has noticed:
+    the workers, orphaned as well, may leave first, and their going is then not the cause of the stop."""
+    return _orphaned is not None or (_launcher is not None and os.getppid() != _launcher)

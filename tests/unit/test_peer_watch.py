@@ -3,11 +3,14 @@ that does not answer at all is lost once, with the reason."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
+import pytest
 import torch
 
+from distributed_a3c.distributed import signals
 from distributed_a3c.distributed.liveness import PeerWatch
 from distributed_a3c.server import WorkerRoster
 
@@ -76,3 +79,15 @@ def test_a_liveness_timeout_must_be_positive_and_within_the_rpc_timeout() -> Non
     cfg = Config()
     cfg.rpc.timeout_s, cfg.rpc.liveness_timeout_s = 120.0, 90.0
     validate(cfg)
+
+
+def test_a_launcher_is_gone_as_soon_as_the_parent_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 asks at the moment its workers vanish, before its parent watch (which polls) has noticed: a
+    launcher other than the current parent is gone, the current one is not."""
+    monkeypatch.setattr(signals, "_orphaned", None)
+    monkeypatch.setattr(signals, "_launcher", os.getppid())
+    assert not signals.launcher_gone()
+    monkeypatch.setattr(signals, "_launcher", os.getppid() + 1)
+    assert signals.launcher_gone()
+    monkeypatch.setattr(signals, "_launcher", None)
+    assert not signals.launcher_gone()  # never installed (a unit test, the serial runner)

@@ -22,7 +22,6 @@ FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one C
 _interrupted = threading.Event()
 _first_signal: int | None = None
 _first_signal_at = 0.0
-_orphaned: int | None = None  # the pid of rank 0's launcher, once it died
 _launcher: int | None = None  # the pid of this rank's launcher (its parent at start)
 
 
@@ -78,8 +77,6 @@ def _exit_orphaned(parent: int) -> None:
 
 def _on_orphaned(parent: int) -> None:
     """Rank 0 whose agent died: stop as after a SIGTERM (checkpoint and summary), then exit regardless."""
-    global _orphaned
-    _orphaned = parent
     print(
         f"a3c-train: error (rank 0 on {socket.gethostname()}): its launcher (pid {parent}) is gone; "
         "saving a checkpoint and exiting",
@@ -98,4 +95,4 @@ def interrupted() -> bool:
 def launcher_gone() -> bool:
     """True when this rank's launcher is dead now, even before the parent watch (which polls) has noticed:
     the workers, orphaned as well, may leave first, and their going is then not the cause of the stop."""
-    return _orphaned is not None or (_launcher is not None and os.getppid() != _launcher)
+    return _launcher is not None and os.getppid() != _launcher

@@ -84,7 +84,6 @@ def test_a_liveness_timeout_must_be_positive_and_within_the_rpc_timeout() -> Non
 def test_a_launcher_is_gone_as_soon_as_the_parent_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rank 0 asks at the moment its workers vanish, before its parent watch (which polls) has noticed: a
     launcher other than the current parent is gone, the current one is not."""
-    monkeypatch.setattr(signals, "_orphaned", None)
     monkeypatch.setattr(signals, "_launcher", os.getppid())
     assert not signals.launcher_gone()
     monkeypatch.setattr(signals, "_launcher", os.getppid() + 1)

@@ -181,8 +181,8 @@ class ParameterServer:
                 if self._batches_applied == batch:  # else a push of this batch already applied it
                     if self.stop_reason is None:  # after the stop the weights are final (checkpointed)
                         self._step_batch()
-                    self._accum.zero_()
-                    self._accum_count, self._accum_factor = 0, 0.0
+                    else:
+                        self._clear_batch()
                     self._batches_applied += 1
             status = "applied"
         with self._lock, self._busy():
@@ -247,9 +247,11 @@ class ParameterServer:
     def _step_batch(self) -> None:
         """One optimizer step for the pushes summed so far, at their mean staleness factor."""
         self._step(self._accum, self._accum_count, self._accum_factor / self._accum_count)
+        self._clear_batch()
+
+    def _clear_batch(self) -> None:
         self._accum.zero_()
-        self._accum_count = 0
-        self._accum_factor = 0.0
+        self._accum_count, self._accum_factor = 0, 0.0
 
     def _master_dtype(self, grads: torch.Tensor) -> torch.Tensor:
         """The pushed gradient as float32 on the server's device (no copy when it already is)."""

@@ -30,7 +30,7 @@ from distributed_a3c.checkpoint import (
 from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, TensorBoardSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
-from distributed_a3c.policy_eval import PeriodicEvaluator
+from distributed_a3c.policy_eval import EvalResult, PeriodicEvaluator
 from distributed_a3c.rl.scaling import auto_accumulate, staleness_factor
 from distributed_a3c.run_record import now_iso, objective_value, run_meta, run_summary, write_json
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
@@ -197,9 +197,7 @@ class Trainer:
     def tick(self) -> str | None:
         """Evaluate, log and checkpoint when due; the stop reason once training is over, else None."""
         if self.evaluator is not None:
-            for result in self.evaluator.poll(self.server.stats.env_steps, self._eval_snapshot):
-                self.server.stats.record_eval(result.global_step, result.mean_return, result.seconds)
-                self.hub.log(result.row())
+            self._record_evaluations(self.evaluator.poll(self.server.stats.env_steps, self._eval_snapshot))
         now = time.monotonic()
         if now >= self._next_log:
             self.hub.log(self.row())
@@ -228,7 +226,11 @@ class Trainer:
         if train.target_source != "eval" or self.server.stop_reason not in ("total_env_steps", "max_minutes"):
             return
         reached = lambda r: train.target_return is not None and r.mean_return >= train.target_return  # noqa: E731
-        for result in self.evaluator.drain(reached, time.monotonic() + EVAL_DRAIN_S):
+        self._record_evaluations(self.evaluator.drain(reached, time.monotonic() + EVAL_DRAIN_S))
+
+    def _record_evaluations(self, results: list[EvalResult]) -> None:
+        """Finished evaluations into the run's statistics (the eval stop, summary.json) and the metric sinks."""
+        for result in results:
             self.server.stats.record_eval(result.global_step, result.mean_return, result.seconds)
             self.hub.log(result.row())
 

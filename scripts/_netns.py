@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -150,22 +151,68 @@ def kill_tagged(tag: str) -> None:
 
 @contextlib.contextmanager
 def multinode_job(
-    nodes: list[Node], train: list[str], cwd: Path, env: dict, log_prefix: str = "", pause_s: float = 0.5
+    nodes: list[Node],
+    train: list[str],
+    cwd: Path,
+    env: dict,
+    log_prefix: str = "",
+    pause_s: float = 0.5,
+    node_env: list[dict] | None = None,
 ) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
     """scripts/launch_multinode.sh with the Hydra overrides `train` on every node, the head first and
-    `pause_s` apart, its output in `cwd/<log_prefix><netns>.log`; yields each node's process and tag, and
-    kills everything each node started on leaving."""
+    `pause_s` apart, its output in `cwd/<log_prefix><netns>.log`, `node_env[k]` added to node k's `env`;
+    yields each node's process and tag, and kills everything each node started on leaving."""
     tags = [uuid.uuid4().hex for _ in nodes]
     procs: list[subprocess.Popen] = []
     try:
-        for node, tag in zip(nodes, tags, strict=True):
+        for k, (node, tag) in enumerate(zip(nodes, tags, strict=True)):
             cmd = node.run([REPO / "scripts" / "launch_multinode.sh", *train])
-            procs.append(start(cmd, cwd, cwd / f"{log_prefix}{node.netns}.log", tag, env))
+            extra = node_env[k] if node_env else {}
+            procs.append(start(cmd, cwd, cwd / f"{log_prefix}{node.netns}.log", tag, {**env, **extra}))
             time.sleep(pause_s)
         yield procs, tags
     finally:
         for tag in tags:
             kill_tagged(tag)
+
+
+def ranks_per_node(ranks: int, nodes: int) -> list[int]:
+    """`ranks` split over `nodes` as evenly as they go, the first nodes taking the remainder."""
+    if not 1 <= nodes <= ranks:
+        raise ValueError(f"cannot split {ranks} ranks over {nodes} nodes")
+    return [ranks // nodes + (k < ranks % nodes) for k in range(nodes)]
+
+
+def run_train_on_nodes(
+    train: list[str], run_dir: Path, ranks: int, nodes: int, timeout_s: float, rate_mbit: float | None = None
+) -> dict:
+    """One job of `ranks` ranks over `nodes` namespaces (each its own torchrun agent, under
+    launch_multinode.sh, the ranks split by `ranks_per_node`), into `run_dir`; its summary, metric rows and
+    launch-to-exit wall, as _common.run_train gives them. RPC runs over TCP only (`rpc.channels=[basic]`):
+    the namespaces share one kernel, and TensorPipe's cma would copy tensors past the links."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train = [*train, "rpc.channels=[basic]", f"hydra.run.dir={run_dir}"]
+    venv = Path(sys.executable).parent.parent
+    with cluster(nodes, rate_mbit) as members:
+        env = {"RDZV_ENDPOINT": f"{members[0].addr}:29400", "NNODES": str(nodes), "MAX_RESTARTS": "0"}
+        env |= {"RUN_ID": f"sc{uuid.uuid4().hex[:6]}", "A3C_VENV": str(venv)}
+        per_node = [{"NPROC_PER_NODE": str(n)} for n in ranks_per_node(ranks, nodes)]
+        t0 = time.monotonic()
+        with multinode_job(members, train, run_dir, env, "node-", pause_s=0.3, node_env=per_node) as (procs, _):
+            deadline = t0 + timeout_s
+            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            wall = time.monotonic() - t0
+            codes = [p.poll() for p in procs]
+    summary_path = run_dir / "summary.json"
+    if any(c != 0 for c in codes) or not summary_path.is_file():
+        logs = sorted(run_dir.glob("node-*.log"))
+        last = logs[0].read_text().splitlines()[-15:] if logs else []
+        why = f"job on {nodes} nodes ended with codes {codes} (None: killed at the timeout)"
+        raise RuntimeError(why + ":\n" + "\n".join(last))
+    rows_path = run_dir / "metrics.jsonl"
+    rows = [json.loads(ln) for ln in rows_path.read_text().splitlines() if ln.strip()] if rows_path.is_file() else []
+    return {"summary": json.loads(summary_path.read_text()), "rows": rows, "launch_to_exit_s": wall}
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:

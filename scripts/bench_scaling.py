@@ -4,6 +4,7 @@
     python scripts/bench_scaling.py --modes grad,sync,data --seeds 1,2,3 --workers 2,8,16,32
     python scripts/bench_scaling.py --collapse 16,32                  # + 3M-env-step runs without a target
     python scripts/bench_scaling.py --launcher serial                 # the same in one process, replayed
+    python scripts/bench_scaling.py --launcher netns --nodes 2        # two torchrun agents, two namespaces
     python scripts/bench_scaling.py env=acrobot --threshold -100      # another env family
     python scripts/bench_scaling.py --recipe "before=server.accumulate=1 scale.rule=none"   # + a recipe
 
@@ -13,6 +14,8 @@ weights whose evaluation reached the threshold, not the lag of the training epis
 (seed by seed, the worker counts in a rotating order) so that the machine's load falls on every N alike.
 `--launcher serial` replays the same job in one process (trainer.run_serial, workers pushing in turn, so
 each push is N-1 versions stale as in a job of equal workers): no RPC, deterministic, and fast.
+`--launcher netns` runs each job as a cluster would: a torchrun agent on each of --nodes network namespaces
+joined by a bridge (scripts/_netns.py; needs root), the ranks split evenly, RPC over TCP across the links.
 
 The sample-scaling efficiency of a recipe is E(N) = median env steps at 2 workers / median env steps at
 N: the share of the ideal speed-up a user gets when each worker has cores of its own. A run that does not
@@ -31,7 +34,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import emit, fmt, int_list, meta, print_tables, run_child, run_train, save_figure, say, write_json
+from _common import (
+    compose,
+    emit,
+    fmt,
+    int_list,
+    meta,
+    print_tables,
+    run_child,
+    run_train,
+    save_figure,
+    say,
+    with_overrides,
+    write_json,
+)
+from _netns import netns_missing, run_train_on_nodes
 
 PROG = "bench_scaling"
 SCRIPT = Path(__file__).resolve()
@@ -74,7 +91,13 @@ def run_job(args: argparse.Namespace, workers: int, values: dict[str, Any], run_
         fresh = ["--fresh"] if args.fresh else []
         order = ["--order", args.order]
         return run_child(SCRIPT, "serial", ["--workers", str(workers), *fresh, *order, *overrides], timeout)
-    r = run_train(overrides, run_dir, timeout)
+    if args.launcher == "netns":
+        cfg = compose(overrides)  # the ranks the job needs, as a3c-train counts them
+        ranks = cfg.server.shards + int(cfg.server.node_aggregate) + cfg.workers
+        quiet = with_overrides(overrides, {"logger": "quiet"})
+        r = run_train_on_nodes(quiet, run_dir, ranks, args.nodes, timeout, args.rate_mbit)
+    else:
+        r = run_train(overrides, run_dir, timeout)
     r["rows"] = [row for row in r["rows"] if "eval/mean_return" in row]
     return r
 
@@ -276,7 +299,14 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help='another recipe to compare, "LABEL=key=value key=value" (repeatable)',
     )
-    p.add_argument("--launcher", choices=["process", "serial"], default="process", help="a3c-train or run_serial")
+    p.add_argument(
+        "--launcher",
+        choices=["process", "serial", "netns"],
+        default="process",
+        help="a3c-train, run_serial, or a torchrun agent on each of --nodes network namespaces",
+    )
+    p.add_argument("--nodes", type=int, default=2, help="with --launcher netns: namespaces, one agent each")
+    p.add_argument("--rate-mbit", type=float, default=None, help="with --launcher netns: each link's tbf rate")
     p.add_argument("--threshold", type=float, default=475.0, help="evaluated mean return to reach (default 475)")
     p.add_argument("--interval", type=int, default=10_000, help="eval.interval_env_steps (default 10000)")
     p.add_argument("--episodes", type=int, default=10, help="eval.episodes (default 10)")
@@ -319,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if (args.fresh or args.order != "round-robin") and args.launcher != "serial":
         parser().error("--fresh and --order need --launcher serial")
+    if args.launcher == "netns" and (why := netns_missing(need_tc=args.rate_mbit is not None)):
+        parser().error(f"--launcher netns: {why}")
     if 2 not in args.workers:
         parser().error("--workers must include 2: E(N) is measured against 2 workers")
     recipes: list[Recipe] = [(m.strip(), {"mode": m.strip()}) for m in args.modes.split(",") if m.strip()]
@@ -331,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"].update(
         threshold=args.threshold,
         launcher=args.launcher,
+        nodes=args.nodes if args.launcher == "netns" else 1,
+        rate_mbit=args.rate_mbit if args.launcher == "netns" else None,
         fresh=args.fresh,
         order=args.order,
         interval=args.interval,

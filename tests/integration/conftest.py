@@ -42,13 +42,18 @@ def netns_missing() -> str | None:
 
 
 @pytest.fixture
-def two_hosts() -> Iterator[tuple[Host, Host]]:
-    """Two hosts of this test's own: namespaces a3c<id>a/b, a veth pair between them, an address on each
-    end and nothing else; all removed afterwards, also when the test fails. Skips only where namespaces
-    cannot be made at all; a set-up step that fails after that is a failure."""
+def namespaces_allowed() -> None:
+    """Skips the test where network namespaces cannot be made at all (the test makes its own)."""
     missing = netns_missing()
     if missing is not None:
         pytest.skip(missing)
+
+
+@pytest.fixture
+def two_hosts(namespaces_allowed: None) -> Iterator[tuple[Host, Host]]:
+    """Two hosts of this test's own: namespaces a3c<id>a/b, a veth pair between them, an address on each
+    end and nothing else; all removed afterwards, also when the test fails. Skips only where namespaces
+    cannot be made at all; a set-up step that fails after that is a failure."""
     tag = uuid.uuid4().hex[:6]
     subnet = f"10.{200 + int(tag[:2], 16) % 50}.{int(tag[2:4], 16)}"
     hosts = (Host(f"a3c{tag}a", f"va{tag}", f"{subnet}.1"), Host(f"a3c{tag}b", f"vb{tag}", f"{subnet}.2"))

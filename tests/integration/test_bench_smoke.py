@@ -237,3 +237,22 @@ def test_bench_modes_runs_and_writes_json(tmp_path: Path, make_env: Callable[...
     assert finite(row["policy_lag_mean"]) and row["policy_lag_mean"] >= 0
     bad = run_script([str(SCRIPTS / "bench_modes.py"), "--modes", "async"], timeout_s=60, make_env=make_env)
     assert bad.returncode != 0 and "--modes async is invalid" in bad.stderr
+
+
+@pytest.mark.timeout(240)
+def test_bench_scaling_on_two_torchrun_agents_writes_json(
+    tmp_path: Path, make_env: Callable[..., dict[str, str]], namespaces_allowed: None
+) -> None:
+    """--launcher netns: each job is two torchrun agents in namespaces of its own, RPC across the bridge; a
+    low threshold so that the run solves within seconds."""
+    out = tmp_path / "scaling.json"
+    args = [str(SCRIPTS / "bench_scaling.py"), "--launcher", "netns", "--nodes", "2", "--workers", "2"]
+    args += ["--seeds", "1", "--threshold", "30", "--interval", "2000", "--max-steps", "40000", "--plain"]
+    r = run_script([*args, "--out", str(out)], timeout_s=200, make_env=make_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["meta"]["launcher"] == "netns" and res["meta"]["nodes"] == 2
+    (run,) = res["runs"]
+    assert run["workers"] == 2 and run["solved"] is True, run
+    assert 0 < run["env_steps"] <= 40000 and run["evaluations"], run
+    assert res["summary"]["grad"]["2"]["solved"] == "1/1", res["summary"]

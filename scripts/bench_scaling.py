@@ -19,12 +19,15 @@ joined by a bridge (scripts/_netns.py; needs root), the ranks split evenly, RPC 
 
 The sample-scaling efficiency of a recipe is E(N) = median env steps at 2 workers / median env steps at
 N: the share of the ideal speed-up a user gets when each worker has cores of its own. A run that does not
-reach the threshold within its budget counts at its budget (the median stays a lower bound).
+reach the threshold within its budget counts at its budget (the median stays a lower bound). "per env" is
+a run's env steps over its envs in flight (workers × worker.envs_per_worker), the median of the runs: how
+many steps each env had made when the policy got there.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import signal
@@ -115,6 +118,7 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         "train.total_env_steps": args.max_steps,
         "train.max_minutes": args.max_minutes,
     }
+    envs = workers * envs_per_worker(tuple(args.overrides), tuple(f"{k}={v}" for k, v in extra.items()))
     try:
         r = run_job(args, workers, values, run_dir)
     except Exception as e:  # a failed or hung run counts as unsolved at its budget; the benchmark goes on
@@ -123,6 +127,7 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         return {
             "mode": label,
             "workers": workers,
+            "envs": envs,
             "seed": seed,
             "solved": False,
             "env_steps": args.max_steps,
@@ -141,6 +146,7 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
     return {
         "mode": label,
         "workers": workers,
+        "envs": envs,
         "seed": seed,
         "solved": at is not None,
         "env_steps": at if at is not None else s["env_steps"],
@@ -153,6 +159,12 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         "evaluations_skipped": (s.get("eval") or {}).get("skipped"),
         "evaluations": [(row["global_step"], row["eval/mean_return"]) for row in r["rows"]],
     }
+
+
+@functools.cache
+def envs_per_worker(overrides: tuple[str, ...], recipe: tuple[str, ...]) -> int:
+    """worker.envs_per_worker of a recipe's job, as a3c-train composes it."""
+    return compose(list(with_overrides(list(overrides), dict(o.split("=", 1) for o in recipe)))).worker.envs_per_worker
 
 
 def collapse_check(args: argparse.Namespace, recipe: Recipe, workers: int, run_dir: Path) -> dict[str, Any]:
@@ -191,8 +203,10 @@ def summarize(runs: list[dict[str, Any]], pool_base: bool = False) -> dict[str, 
         per_n = {}
         for n in sorted({r["workers"] for r in mine}):
             rs = [r for r in mine if r["workers"] == n]
+            per_env = [r["env_steps"] / r["envs"] for r in rs if r.get("envs")]  # runs saved before it was kept
             per_n[n] = {
                 "median_env_steps": statistics.median(r["env_steps"] for r in rs),
+                "median_env_steps_per_env": statistics.median(per_env) if per_env else None,
                 "solved": f"{sum(r['solved'] for r in rs)}/{len(rs)}",
                 "median_launch_to_exit_s": _median([r.get("launch_to_exit_s") for r in rs]),
                 "staleness_mean": _median([r.get("staleness_mean") for r in rs]),
@@ -228,7 +242,8 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    head = ["recipe", "workers", "solved", "median env steps", "E(N)", "staleness", "launch-to-exit s", "env steps"]
+    head = ["recipe", "workers", "solved", "median env steps", "E(N)", "per env", "staleness", "launch-to-exit s"]
+    head.append("env steps")
     body = []
     for mode, per_n in results["summary"].items():
         for n, s in per_n.items():
@@ -240,6 +255,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                     s["solved"],
                     fmt(s["median_env_steps"]),
                     fmt(s["efficiency"], ".2f"),
+                    fmt(s.get("median_env_steps_per_env")),
                     fmt(s["staleness_mean"], ".1f"),
                     fmt(s["median_launch_to_exit_s"], ".1f"),
                     steps,

@@ -253,6 +253,7 @@ def test_bench_scaling_on_two_torchrun_agents_writes_json(
     res = json.loads(out.read_text())
     assert res["meta"]["launcher"] == "netns" and res["meta"]["nodes"] == 2
     (run,) = res["runs"]
-    assert run["workers"] == 2 and run["solved"] is True, run
+    assert run["workers"] == 2 and run["envs"] == 64 and run["solved"] is True, run
     assert 0 < run["env_steps"] <= 40000 and run["evaluations"], run
-    assert res["summary"]["grad"]["2"]["solved"] == "1/1", res["summary"]
+    summary = res["summary"]["grad"]["2"]
+    assert summary["solved"] == "1/1" and summary["median_env_steps_per_env"] == run["env_steps"] / 64, summary

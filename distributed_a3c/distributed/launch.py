@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -35,6 +37,17 @@ def _signal_name(signum: int) -> str:
     return f"{name} (if nobody sent it: out of memory? see dmesg)" if signum == signal.SIGKILL else name
 
 
+def _signal_children(signum: int) -> None:
+    """Send `signum` to this process's children (the ranks, forked by torchrun's agent in this process)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children.update(int(pid) for pid in (task / "children").read_text().split())
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def launch_local(num_ranks: int, max_restarts: int, entry: Callable[..., int], *args: object) -> int:
     """Run `entry(*args)` in `num_ranks` ranks on this machine; return the job's exit code.
 
@@ -54,7 +67,9 @@ def launch_local(num_ranks: int, max_restarts: int, entry: Callable[..., int], *
         monitor_interval=0.1,
         start_method="fork",
         # Ctrl-C reaches every rank anyway and the server stops the job gracefully; the launcher
-        # notes it, waits for its ranks and exits 130 (it still tears them down on SIGTERM/SIGHUP/SIGQUIT).
+        # notes it, passes it on to its ranks (for a SIGINT sent to it alone: rank 0 takes a second one
+        # within a second as the same Ctrl-C, workers ignore it), waits for them and exits 130 (it still
+        # tears them down on SIGTERM/SIGHUP/SIGQUIT).
         signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
     # The ranks are forked while the first ones already connect to the job's store. Hosted by this
@@ -64,7 +79,13 @@ def launch_local(num_ranks: int, max_restarts: int, entry: Callable[..., int], *
     os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_DropTraceback())
     interrupted: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if not interrupted:  # a `kill -INT` of this process alone, or a wrapper's forwarded Ctrl-C
+            _signal_children(signal.SIGINT)
+        interrupted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         elastic_launch(config, entry)(*args)
     except SignalException as e:

@@ -64,6 +64,18 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_checkpoint(tmp_path: Path, jobs: 
 
 
 @pytest.mark.timeout(180)
+def test_sigint_to_the_launcher_alone_stops_every_rank_and_keeps_the_checkpoint(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path
+) -> None:
+    """`kill -INT <pid>`, or a wrapper script passing on its Ctrl-C: only the launcher gets the signal."""
+    run_dir = tmp_path / "run"
+    job = _start_training(jobs, venv_bin, run_dir, tmp_path)
+    job.popen.send_signal(signal.SIGINT)
+    says = "a3c-train: interrupted; rank 0 wrote its checkpoint and summary"
+    _assert_stopped_with_checkpoint(job, signal.SIGINT, says, run_dir)
+
+
+@pytest.mark.timeout(180)
 def test_sigterm_to_the_launcher_stops_every_rank_and_keeps_the_checkpoint(
     tmp_path: Path, jobs: Jobs, venv_bin: Path
 ) -> None:

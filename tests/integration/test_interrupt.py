@@ -64,27 +64,23 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_checkpoint(tmp_path: Path, jobs: 
 
 
 @pytest.mark.timeout(180)
-def test_sigint_to_the_launcher_alone_stops_every_rank_and_keeps_the_checkpoint(
-    tmp_path: Path, jobs: Jobs, venv_bin: Path
+@pytest.mark.parametrize(
+    ("signum", "says"),
+    [
+        (signal.SIGTERM, "a3c-train: stopped by SIGTERM; rank 0 wrote its checkpoint and summary"),
+        (signal.SIGINT, "a3c-train: interrupted; rank 0 wrote its checkpoint and summary"),
+    ],
+    ids=["sigterm", "sigint"],
+)
+def test_a_signal_to_the_launcher_alone_stops_every_rank_and_keeps_the_checkpoint(
+    tmp_path: Path, jobs: Jobs, venv_bin: Path, signum: int, says: str
 ) -> None:
-    """`kill -INT <pid>`, or a wrapper script passing on its Ctrl-C: only the launcher gets the signal."""
+    """A scheduler, `kill` or a wrapper script passing on its Ctrl-C signals only the launcher; it passes
+    the stop on to its ranks."""
     run_dir = tmp_path / "run"
     job = _start_training(jobs, venv_bin, run_dir, tmp_path)
-    job.popen.send_signal(signal.SIGINT)
-    says = "a3c-train: interrupted; rank 0 wrote its checkpoint and summary"
-    _assert_stopped_with_checkpoint(job, signal.SIGINT, says, run_dir)
-
-
-@pytest.mark.timeout(180)
-def test_sigterm_to_the_launcher_stops_every_rank_and_keeps_the_checkpoint(
-    tmp_path: Path, jobs: Jobs, venv_bin: Path
-) -> None:
-    """A scheduler (or `kill`) signals only the launcher; it passes the stop to its ranks."""
-    run_dir = tmp_path / "run"
-    job = _start_training(jobs, venv_bin, run_dir, tmp_path)
-    job.popen.send_signal(signal.SIGTERM)
-    says = "a3c-train: stopped by SIGTERM; rank 0 wrote its checkpoint and summary"
-    _assert_stopped_with_checkpoint(job, signal.SIGTERM, says, run_dir)
+    job.popen.send_signal(signum)
+    _assert_stopped_with_checkpoint(job, signum, says, run_dir)
 
 
 def _rank_pids(launcher_pid: int) -> list[int]:

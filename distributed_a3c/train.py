@@ -237,9 +237,7 @@ def _hydra_main(dcfg: DictConfig) -> float | None:
         shards = cfg.server.shards
         servers = "1 parameter server" if shards == 1 else f"{shards} parameter-server shards"
         print(f"{PROG}: {servers} + {cfg.workers} workers on this machine; run dir {run_dir}", flush=True)
-        aggregator = int(cfg.server.node_aggregate)  # one more rank: `workers` still counts the workers
-        ranks = shards + aggregator + cfg.workers
-        code = launch_local(ranks, cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict)
+        code = launch_local(job_ranks(cfg), cfg.train.max_restarts, rank_main, cfg, run_dir, config_dict)
         if not multirun or code in (128 + 2, 128 + 15):  # Ctrl-C or SIGTERM also ends a sweep, after this job
             # The ranks have exited and written everything: nothing is left for a slow teardown to save.
             _exit_now(code)
@@ -247,6 +245,12 @@ def _hydra_main(dcfg: DictConfig) -> float | None:
             return sweep.record_failure(f"exited with code {code} (run dir {run_dir})")
         return sweep.objective_of(run_dir)
     sys.exit(rank_main(cfg, run_dir, config_dict))
+
+
+def job_ranks(cfg: Config) -> int:
+    """Ranks a job of `cfg.workers` workers needs: its server shards, its workers and, with
+    server.node_aggregate, one aggregator (`workers` still counts the workers)."""
+    return cfg.server.shards + int(cfg.server.node_aggregate) + cfg.workers
 
 
 def _run_dir_arg(args: list[str]) -> str | None:

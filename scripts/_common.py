@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +161,16 @@ def run_train(overrides: list[str], run_dir: Path, timeout_s: float) -> dict[str
         *with_overrides(overrides, {"logger": "quiet", "hydra.run.dir": str(run_dir)}),
     ]
     rc, out, err, wall = run_process(cmd, timeout_s)
+    return finished_run(run_dir, wall, rc == 0, lambda: f"a3c-train exited with code {rc}:\n{tail(err or out)}")
+
+
+def finished_run(run_dir: Path, wall: float, ok: bool, failure: Callable[[], str]) -> dict[str, Any]:
+    """A finished job's summary, metric rows and launch-to-exit wall; RuntimeError(failure()) when it did
+    not exit 0 (`ok`) or wrote no summary."""
     summary_path = run_dir / "summary.json"
-    if rc != 0 or not summary_path.is_file():
-        raise RuntimeError(f"a3c-train exited with code {rc}:\n{tail(err or out)}")
-    rows_path = run_dir / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in rows_path.read_text().splitlines() if ln.strip()] if rows_path.is_file() else []
-    return {"summary": json.loads(summary_path.read_text()), "rows": rows, "launch_to_exit_s": wall}
+    if not ok or not summary_path.is_file():
+        raise RuntimeError(failure())
+    return {"summary": json.loads(summary_path.read_text()), "rows": metrics_rows(run_dir), "launch_to_exit_s": wall}
 
 
 def with_overrides(overrides: list[str], values: dict[str, Any]) -> list[str]:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import finished_run
+
 REPO = Path(__file__).resolve().parent.parent
 
 TAG = "A3C_BENCH_NODE"
@@ -204,15 +206,14 @@ def run_train_on_nodes(
                 time.sleep(0.2)
             wall = time.monotonic() - t0
             codes = [p.poll() for p in procs]
-    summary_path = run_dir / "summary.json"
-    if any(c != 0 for c in codes) or not summary_path.is_file():
+
+    def failure() -> str:
         logs = sorted(run_dir.glob("node-*.log"))
         last = logs[0].read_text().splitlines()[-15:] if logs else []
         why = f"job on {nodes} nodes ended with codes {codes} (None: killed at the timeout)"
-        raise RuntimeError(why + ":\n" + "\n".join(last))
-    rows_path = run_dir / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in rows_path.read_text().splitlines() if ln.strip()] if rows_path.is_file() else []
-    return {"summary": json.loads(summary_path.read_text()), "rows": rows, "launch_to_exit_s": wall}
+        return why + ":\n" + "\n".join(last)
+
+    return finished_run(run_dir, wall, all(c == 0 for c in codes), failure)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:

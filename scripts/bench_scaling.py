@@ -53,6 +53,8 @@ from _common import (
 )
 from _netns import netns_missing, run_train_on_nodes
 
+from distributed_a3c.train import job_ranks
+
 PROG = "bench_scaling"
 SCRIPT = Path(__file__).resolve()
 Recipe = tuple[str, dict[str, str]]
@@ -95,10 +97,8 @@ def run_job(args: argparse.Namespace, workers: int, values: dict[str, Any], run_
         order = ["--order", args.order]
         return run_child(SCRIPT, "serial", ["--workers", str(workers), *fresh, *order, *overrides], timeout)
     if args.launcher == "netns":
-        cfg = compose(overrides)  # the ranks the job needs, as a3c-train counts them
-        ranks = cfg.server.shards + int(cfg.server.node_aggregate) + cfg.workers
         quiet = with_overrides(overrides, {"logger": "quiet"})
-        r = run_train_on_nodes(quiet, run_dir, ranks, args.nodes, timeout, args.rate_mbit)
+        r = run_train_on_nodes(quiet, run_dir, job_ranks(compose(overrides)), args.nodes, timeout, args.rate_mbit)
     else:
         r = run_train(overrides, run_dir, timeout)
     r["rows"] = [row for row in r["rows"] if "eval/mean_return" in row]
@@ -118,7 +118,7 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         "train.total_env_steps": args.max_steps,
         "train.max_minutes": args.max_minutes,
     }
-    envs = workers * envs_per_worker(tuple(args.overrides), tuple(f"{k}={v}" for k, v in extra.items()))
+    envs = workers * envs_per_worker(tuple(args.overrides), tuple(extra.items()))
     try:
         r = run_job(args, workers, values, run_dir)
     except Exception as e:  # a failed or hung run counts as unsolved at its budget; the benchmark goes on
@@ -162,9 +162,9 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
 
 
 @functools.cache
-def envs_per_worker(overrides: tuple[str, ...], recipe: tuple[str, ...]) -> int:
-    """worker.envs_per_worker of a recipe's job, as a3c-train composes it."""
-    return compose(list(with_overrides(list(overrides), dict(o.split("=", 1) for o in recipe)))).worker.envs_per_worker
+def envs_per_worker(overrides: tuple[str, ...], recipe: tuple[tuple[str, str], ...]) -> int:
+    """worker.envs_per_worker of a recipe's job (its overrides by key), as a3c-train composes it."""
+    return compose(with_overrides(list(overrides), dict(recipe))).worker.envs_per_worker
 
 
 def collapse_check(args: argparse.Namespace, recipe: Recipe, workers: int, run_dir: Path) -> dict[str, Any]:

@@ -95,6 +95,8 @@ class PolicyEvaluator:
         self.seed = cfg.seed
         env_cfg = copy.deepcopy(cfg.env)
         env_cfg.atari.terminal_on_life_loss = False  # whole games, as a3c-eval plays them
+        if cfg.eval.max_episode_steps is not None:
+            env_cfg.max_episode_steps = cfg.eval.max_episode_steps
         if env_cfg.vectorization == "async":  # no subprocesses forked from the lead, whose RPC threads run
             env_cfg.vectorization = "sync"
         self.envs = make_vector_env(env_cfg, self.episodes, eval_seed(cfg.seed, 0))

@@ -236,6 +236,8 @@ def _eval_errors(e: list[str], cfg: Config) -> None:
     _check(e, v.interval_env_steps >= 0, "eval.interval_env_steps", v.interval_env_steps, ">= 0 (0: no evaluation)")
     _check(e, v.episodes >= 1, "eval.episodes", v.episodes, ">= 1")
     _check(e, v.max_pending >= 1, "eval.max_pending", v.max_pending, ">= 1")
+    limit = v.max_episode_steps
+    _check(e, limit is None or limit >= 1, "eval.max_episode_steps", limit, ">= 1 or null (the training envs')")
 
 
 def _top_level_errors(e: list[str], cfg: Config) -> None:

@@ -268,6 +268,10 @@ class EvalConfig:
     """Weights taken at each interval wait in a queue while an evaluation plays, so evaluations keep to the
     interval's grid when they are slower than training (many workers on few cores); a snapshot due while
     this many wait is skipped (`eval.skipped` in summary.json)."""
+    max_episode_steps: int | None = None
+    """Time limit of the evaluation episodes; null: the training envs' (`env.max_episode_steps`, else the
+    env's registered one). With `env.max_episode_steps` shorter, training episodes are cut (and bootstrapped
+    as time limits) while the policy is judged on whole ones."""
 
 
 @dataclass

@@ -42,6 +42,17 @@ def test_each_evaluation_plays_one_whole_episode_per_env() -> None:
     assert row["eval/min_return"] <= row["eval/mean_return"] <= row["eval/max_return"]
 
 
+def test_evaluation_plays_to_its_own_time_limit_when_training_episodes_are_cut() -> None:
+    cfg = Config(seed=3)
+    cfg.eval.episodes = 7
+    cfg.env.max_episode_steps = 5  # training's cut
+    lengths = PolicyEvaluator(cfg).evaluate(_weights(cfg), None, evaluation=0, global_step=0, version=0).lengths
+    assert max(lengths) == 5
+    cfg.eval.max_episode_steps = 30
+    lengths = PolicyEvaluator(cfg).evaluate(_weights(cfg), None, evaluation=0, global_step=0, version=0).lengths
+    assert max(lengths) > 5 and all(n <= 30 for n in lengths)
+
+
 def test_evaluations_are_seeded_apart_from_training_and_reproducible() -> None:
     cfg = Config(seed=3)
     weights = _weights(cfg)
@@ -195,6 +206,7 @@ def test_the_lead_evaluates_the_whole_vector_of_a_sharded_server() -> None:
         ({"interval_env_steps": -1}, "eval.interval_env_steps=-1 is invalid: must be >= 0"),
         ({"episodes": 0}, "eval.episodes=0 is invalid: must be >= 1"),
         ({"max_pending": 0}, "eval.max_pending=0 is invalid: must be >= 1"),
+        ({"max_episode_steps": 0}, "eval.max_episode_steps=0 is invalid: must be >= 1 or null (the training envs')"),
     ],
 )
 def test_bad_evaluation_settings_are_refused_in_one_line(overrides: dict, message: str) -> None:

@@ -31,7 +31,7 @@ from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, TensorBoardSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.policy_eval import EvalResult, PeriodicEvaluator
-from distributed_a3c.rl.scaling import auto_accumulate, staleness_factor
+from distributed_a3c.rl.scaling import auto_accumulate, resolve_rule, staleness_factor
 from distributed_a3c.run_record import now_iso, objective_value, run_meta, run_summary, write_json
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
 from distributed_a3c.server.placement import Layout, plan
@@ -63,17 +63,27 @@ def build_server(
     workers = layout.pushers
     device = server_device(cfg)
     server_cfg = dataclasses.replace(cfg.server, accumulate=pushes_per_step(cfg, len(workers)))
+    rule = resolve_rule(cfg.scale.rule, cfg.mode, cfg.server.node_aggregate)
     if cfg.mode in EXPERIENCE_MODES:
         spec = experience_spec(cfg, obs_space, action_space)
         central = cfg.mode == "central"
         server = ExperienceServer(
-            model, cfg.optim, server_cfg, cfg.train, cfg.algo, spec, device, workers, central, cfg.scale
+            model,
+            cfg.optim,
+            server_cfg,
+            cfg.train,
+            cfg.algo,
+            spec,
+            device,
+            workers,
+            central,
+            dataclasses.replace(cfg.scale, rule=rule),
         )
     else:
         per_worker_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
         per_push = per_worker_push * layout.pushes_per_forward()  # a node aggregator's push sums its workers'
         # optim.lr is meant for one worker's push: an aggregated push of W learns at sqrt(W)x with scale.rule=sqrt.
-        scale = dataclasses.replace(cfg.scale, reference_batch=cfg.scale.reference_batch or per_worker_push)
+        scale = dataclasses.replace(cfg.scale, rule=rule, reference_batch=cfg.scale.reference_batch or per_worker_push)
         kind = SynchronousServer if cfg.mode == "sync" else ParameterServer
         server = kind(model, cfg.optim, server_cfg, cfg.train, device, shard, workers, per_push, scale)
     if state is not None:
@@ -105,9 +115,13 @@ def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
     return (
         f"optimizer steps: {workers} worker{'s' if workers != 1 else ''}; each step learns from {how}: "
         f"{pushes * server.push_env_steps} env steps, lr {server.base_lr:g} -> {server.step_lr(pushes):.4g} "
-        f"(scale.rule={cfg.scale.rule}, optim.lr is for {server.reference_env_steps} env steps)"
-        + _staleness_clause(cfg, workers, server.accumulate)
+        f"(scale.rule={_rule_said(cfg.scale.rule, server.scale.rule)}, "
+        f"optim.lr is for {server.reference_env_steps} env steps)" + _staleness_clause(cfg, workers, server.accumulate)
     )
+
+
+def _rule_said(asked: str, used: str) -> str:
+    return f"auto: {used}" if asked == "auto" else used
 
 
 def _staleness_clause(cfg: Config, workers: int, accumulate: int) -> str:

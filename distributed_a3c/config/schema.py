@@ -162,11 +162,12 @@ class ScaleConfig:
     """How the optimizer's step follows the job's size (rl/scaling.py): its learning rate follows the env
     steps each optimizer step learns from, and with many workers grad mode sums pushes into fewer steps."""
 
-    rule: str = "none"
+    rule: str = "auto"
     """How `optim.lr` follows the env steps of an optimizer step: `sqrt` (Adam's and RMSprop's square-root
-    rule), `linear`, or `none` (optim.lr whatever the batch). Measured: docs/BENCHMARKS.md, "Sample
-    scaling" (sqrt cut mode=sync's experience to a third at 16 workers; with server.accumulate=0 in mode=grad it
-    did not beat none and its long runs collapsed)."""
+    rule), `linear`, `none` (optim.lr whatever the batch), or `auto`: sqrt where every step sums several
+    workers' pushes by design (mode=sync, server.node_aggregate), none elsewhere. Measured:
+    docs/BENCHMARKS.md, "Sample scaling" (sqrt cut mode=sync's experience to a third at 16 workers and node
+    aggregation's to a third; with server.accumulate=0 in mode=grad it did not beat none)."""
     reference_batch: int | None = None
     """Env steps per optimizer step that `optim.lr` is meant for; null: one worker's push
     (worker.rollout_len x worker.envs_per_worker), also when a node aggregator forwards the sum of several."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from distributed_a3c.config import Config, ConfigError, OptimConfig, ScaleConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.messages import GradientPush
-from distributed_a3c.rl.scaling import auto_accumulate, scaled_lr, staleness_factor
+from distributed_a3c.rl.scaling import auto_accumulate, resolve_rule, scaled_lr, staleness_factor
 from distributed_a3c.server import ParameterServer, SynchronousServer
 from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.server.placement import plan
@@ -39,8 +39,31 @@ def test_the_learning_rate_follows_the_batch(rule: str, batch: int, expected: fl
 def test_scaled_lr_refuses_what_it_cannot_take() -> None:
     with pytest.raises(ValueError, match="rule='cubic' is invalid"):
         scaled_lr(1e-3, 10, 10, "cubic")
+    with pytest.raises(ValueError, match="rule='auto' is invalid.*resolve auto first"):
+        scaled_lr(1e-3, 10, 10, "auto")
     with pytest.raises(ValueError, match="must be > 0"):
         scaled_lr(1e-3, 10, 0, "sqrt")
+
+
+@pytest.mark.parametrize(
+    ("mode", "node_aggregate", "expected"),
+    [("sync", False, "sqrt"), ("grad", True, "sqrt"), ("grad", False, "none"), ("data", False, "none")]
+    + [("central", False, "none")],
+)
+def test_auto_takes_the_square_root_rule_where_a_step_sums_workers_by_design(
+    mode: str, node_aggregate: bool, expected: str
+) -> None:
+    assert resolve_rule("auto", mode, node_aggregate) == expected
+    assert resolve_rule("linear", mode, node_aggregate) == "linear"  # an explicit rule is kept
+
+
+@pytest.mark.parametrize(("mode", "factor"), [("sync", 2.0), ("grad", 1.0), ("data", 1.0)])
+def test_the_default_job_of_four_workers_steps_at_its_modes_rate(mode: str, factor: float) -> None:
+    cfg = Config(mode=mode)
+    validate(cfg)
+    server = build_server(cfg, 0, 5, None)  # 1 server + 4 workers: a sync step averages 4 pushes
+    pushes = 4 if mode == "sync" else 1
+    assert math.isclose(server.step_lr(pushes), cfg.optim.lr * factor)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +166,7 @@ def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expect
 @pytest.mark.parametrize(
     ("group", "key", "value", "message"),
     [
-        ("scale", "rule", "cubic", "scale.rule='cubic' is invalid: must be one of sqrt, linear, none"),
+        ("scale", "rule", "cubic", "scale.rule='cubic' is invalid: must be one of auto, sqrt, linear, none"),
         ("scale", "reference_batch", 0, "scale.reference_batch=0 is invalid: must be null (one worker's push)"),
         ("scale", "reference_batch", -5, "scale.reference_batch=-5 is invalid"),
         ("scale", "workers_per_step", 0, "scale.workers_per_step=0 is invalid: must be >= 1"),
@@ -159,7 +182,7 @@ def test_bad_scaling_options_are_refused_in_one_line(group: str, key: str, value
         validate(cfg)
 
 
-@pytest.mark.parametrize(("rule", "factor"), [("sqrt", 2.0), ("none", 1.0)])
+@pytest.mark.parametrize(("rule", "factor"), [("sqrt", 2.0), ("auto", 2.0), ("none", 1.0)])
 def test_an_aggregated_push_learns_at_the_rate_of_the_worker_pushes_it_sums(rule: str, factor: float) -> None:
     """2 nodes of 5 ranks with node aggregation: node 0 holds the server, an aggregator and 3 workers, node 1
     an aggregator and 4. optim.lr is meant for one worker's push, so a forwarded push of 4 learns at 2x."""

@@ -31,7 +31,7 @@ from distributed_a3c.config import EXPERIENCE_MODES, Config, ConfigError
 from distributed_a3c.metrics import JsonlSink, MetricsHub, ProgressSink, TensorBoardSink, WandbSink
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.policy_eval import EvalResult, PeriodicEvaluator
-from distributed_a3c.rl.scaling import auto_accumulate, resolve_rule, staleness_factor
+from distributed_a3c.rl.scaling import auto_accumulate, pushes_to_reach, resolve_rule, staleness_factor
 from distributed_a3c.run_record import now_iso, objective_value, run_meta, run_summary, write_json
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer, WorkerRoster
 from distributed_a3c.server.placement import Layout, plan
@@ -92,12 +92,15 @@ def build_server(
 
 
 def pushes_per_step(cfg: Config, workers: int) -> int:
-    """`server.accumulate` resolved for a job of `workers` workers: auto (0) sums the pushes of every
-    `scale.workers_per_step` workers in mode=grad without server.fold, else each push is its own step."""
+    """`server.accumulate` resolved for a job of `workers` workers: auto (0), in mode=grad without
+    server.fold, sums enough pushes to reach `scale.reference_batch` env steps when one is set, else the
+    pushes of every `scale.workers_per_step` workers; otherwise each push is its own step."""
     if cfg.server.accumulate > 0:
         return cfg.server.accumulate
     if cfg.mode != "grad" or cfg.server.fold:
         return 1
+    if cfg.scale.reference_batch is not None:
+        return pushes_to_reach(cfg.scale.reference_batch, cfg.worker.rollout_len * cfg.worker.envs_per_worker)
     return auto_accumulate(workers, cfg.scale.workers_per_step)
 
 

@@ -129,8 +129,10 @@ class WorkerConfig:
 class ServerConfig:
     accumulate: int = 1
     """Sum this many pushes into one optimizer step (Lapan's GRAD_BATCH); 1 applies each push as it arrives;
-    0 (auto): one step per `scale.workers_per_step` workers' pushes in mode=grad (1 with fewer workers, with
-    server.fold, and in the other modes). Measured: docs/BENCHMARKS.md, "Sample scaling"."""
+    0 (auto), in mode=grad: as many pushes as make `scale.reference_batch` env steps when that is set (so
+    that more workers with fewer envs each still step on the batch optim.lr was tuned for), else one step
+    per `scale.workers_per_step` workers' pushes (1 with fewer workers); 1 with server.fold and in the other
+    modes. Measured: docs/BENCHMARKS.md, "Sample scaling" and "Pong with 8 workers"."""
     fold: bool = False
     """Sum the pushes that arrive while an optimizer step runs into the next step (one step for the
     batch instead of one each): more pushes/s when the step is slow (big models, many workers)."""
@@ -172,7 +174,8 @@ class ScaleConfig:
     """Env steps per optimizer step that `optim.lr` is meant for; null: one worker's push
     (worker.rollout_len x worker.envs_per_worker), also when a node aggregator forwards the sum of several."""
     workers_per_step: int = 4
-    """server.accumulate=0 (auto), mode=grad: one optimizer step per this many workers' pushes."""
+    """server.accumulate=0 (auto), mode=grad, no scale.reference_batch: one optimizer step per this many
+    workers' pushes."""
     staleness: str = "none"
     """How a push's learning rate follows its staleness (the optimizer steps taken since its weights):
     `sqrt`, lr x sqrt((ref + 1) / (staleness + 1)) beyond `scale.staleness_reference`; `inverse`, lr x

@@ -36,6 +36,15 @@ def auto_accumulate(workers: int, workers_per_step: int = WORKERS_PER_STEP) -> i
     return max(1, workers // workers_per_step)
 
 
+def pushes_to_reach(reference_env_steps: int, push_env_steps: int) -> int:
+    """Pushes summed into one optimizer step so that it learns from at least `reference_env_steps` env steps
+    (the batch optim.lr was tuned for): smaller pushes, from more workers with fewer envs each, are summed
+    until a step is as large as the tuned one."""
+    if reference_env_steps < 1 or push_env_steps < 1:
+        raise ValueError(f"reference ({reference_env_steps}) and push ({push_env_steps}) env steps must be >= 1")
+    return max(1, -(-reference_env_steps // push_env_steps))
+
+
 def resolve_rule(rule: str, mode: str, node_aggregate: bool) -> str:
     """`scale.rule` for a job: `auto` is `sqrt` where every optimizer step sums the pushes of several workers
     by design (mode=sync averages all of them; server.node_aggregate forwards a node's as one), and `none`

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 import distributed_a3c.train as train  # registers `config_schema` in Hydra's ConfigStore
 from distributed_a3c.config import Config, ConfigError
+from distributed_a3c.trainer import pushes_per_step
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
@@ -222,3 +223,12 @@ def test_precheck_returns_the_config_when_valid(capsys):
 def test_the_dataclass_defaults_are_the_default_job():
     """`Config()` (evaluation, tests, the serial runner) holds what `a3c-train` with no overrides runs."""
     assert OmegaConf.to_object(_compose([])) == Config()
+
+
+@pytest.mark.parametrize(("workers", "envs", "pushes"), [(2, 16, 1), (8, 4, 4), (16, 2, 8)])
+def test_the_pong_preset_steps_on_its_tuned_batch_whatever_the_envs_per_worker(
+    workers: int, envs: int, pushes: int
+) -> None:
+    cfg = train.to_config(_compose(["+experiment=pong", f"workers={workers}", f"worker.envs_per_worker={envs}"]))
+    assert pushes_per_step(cfg, workers) == pushes
+    assert pushes * cfg.worker.rollout_len * envs == cfg.scale.reference_batch == 80

@@ -11,7 +11,7 @@ from torch import nn
 
 from distributed_a3c.config import Config, ConfigError, OptimConfig, ScaleConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.messages import GradientPush
-from distributed_a3c.rl.scaling import auto_accumulate, resolve_rule, scaled_lr, staleness_factor
+from distributed_a3c.rl.scaling import auto_accumulate, pushes_to_reach, resolve_rule, scaled_lr, staleness_factor
 from distributed_a3c.server import ParameterServer, SynchronousServer
 from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.server.placement import plan
@@ -34,6 +34,12 @@ def test_auto_accumulate_sums_the_pushes_of_each_group_of_workers() -> None:
 )
 def test_the_learning_rate_follows_the_batch(rule: str, batch: int, expected: float) -> None:
     assert math.isclose(scaled_lr(2e-3, batch, 160, rule), expected)
+
+
+def test_pushes_are_summed_until_a_step_is_as_large_as_the_tuned_one() -> None:
+    assert [pushes_to_reach(80, push) for push in (80, 160, 40, 20, 15, 79)] == [1, 1, 2, 4, 6, 2]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        pushes_to_reach(80, 0)
 
 
 def test_scaled_lr_refuses_what_it_cannot_take() -> None:
@@ -149,6 +155,11 @@ def test_a_synchronous_step_scales_with_the_workers_it_averages() -> None:
         ({"server.accumulate": 0, "server.fold": True}, 64, 1),
         ({"server.accumulate": 0, "mode": "sync"}, 64, 1),
         ({"server.accumulate": 0, "mode": "data"}, 64, 1),
+        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 4}, 8, 4),
+        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 16}, 2, 1),
+        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 16}, 64, 1),
+        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 3}, 4, 6),
+        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 4, "mode": "data"}, 8, 1),
     ],
 )
 def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expected: int) -> None:

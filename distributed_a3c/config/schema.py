@@ -111,6 +111,10 @@ class AlgoConfig:
     """Clip each worker gradient to this global L2 norm; 0 disables clipping."""
     normalize_advantages: bool = False
     """Standardize advantages within each rollout."""
+    vtrace: bool = False
+    """mode=data: learn from each rollout with V-trace (IMPALA, Espeholt et al. 2018; rho and c clipped at 1,
+    gae_lambda not used): the server's weights are newer than those that acted, and V-trace weighs each step
+    by how much likelier the learner's policy makes its action. Other modes learn on the acting weights."""
 
 
 @dataclass

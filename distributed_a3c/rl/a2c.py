@@ -13,7 +13,7 @@ import torch
 from torch.distributions import Distribution
 
 from distributed_a3c.rl.losses import a2c_loss, explained_variance
-from distributed_a3c.rl.returns import advantages_and_returns
+from distributed_a3c.rl.returns import advantages_and_returns, vtrace
 
 
 class ActorCritic(Protocol):
@@ -41,6 +41,7 @@ class Rollout:
     starts: torch.Tensor | None = None  # [T, B], recurrent models: obs[t] begins an episode (state reset)
     initial_state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state before obs[0]
     valid: torch.Tensor | None = None  # [T, B], NEXT_STEP envs: False on the step that only resets the env
+    behaviour_log_probs: torch.Tensor | None = None  # [T, B], log mu(a|x) of the policy that acted (mode=data)
 
 
 class A2CHyperparameters(NamedTuple):
@@ -49,18 +50,12 @@ class A2CHyperparameters(NamedTuple):
     value_coef: float = 0.5
     entropy_coef: float = 0.0
     normalize_advantages: bool = False
+    vtrace: bool = False  # correct rollouts that carry behaviour_log_probs with V-trace (IMPALA)
 
 
 def a2c_step(model: ActorCritic, r: Rollout, h: A2CHyperparameters) -> tuple[torch.Tensor, dict[str, float]]:
     """The A2C loss of rollout `r` under `model` (to backpropagate), and its statistics for the logs."""
     T, B = r.rewards.shape
-    advantages, targets = advantages_and_returns(
-        r.rewards, r.values, r.bootstrap_value, r.terminated, r.truncated, r.final_values, h.gamma, h.gae_lambda
-    )
-    mask = None if r.valid is None else r.valid.reshape(-1)
-    if h.normalize_advantages and advantages.numel() > 1:
-        valid_adv = advantages if r.valid is None else advantages[r.valid]
-        advantages = (advantages - valid_adv.mean()) / (valid_adv.std() + 1e-8)
     if r.initial_state is not None:  # replay the rollout from its initial state: BPTT through all T steps
         state = tuple(s.clone() for s in r.initial_state)  # plain tensors, not inference-mode ones
         dist_inputs, values, _ = model.forward_sequence(r.obs, state, r.starts)
@@ -69,6 +64,18 @@ def a2c_step(model: ActorCritic, r: Rollout, h: A2CHyperparameters) -> tuple[tor
         dist_inputs, values = model(r.obs.reshape(T * B, *r.obs.shape[2:]))
     dist = model.distribution(dist_inputs)
     log_probs = dist.log_prob(r.actions.reshape(T * B, *r.actions.shape[2:]))
+    ends = (r.rewards, r.values, r.bootstrap_value, r.terminated, r.truncated, r.final_values)
+    if h.vtrace and r.behaviour_log_probs is not None:
+        log_rhos = log_probs.detach().reshape(T, B) - r.behaviour_log_probs
+        if r.valid is not None:  # the step that only resets the env: its action was ignored
+            log_rhos = torch.where(r.valid, log_rhos, torch.zeros_like(log_rhos))
+        advantages, targets = vtrace(*ends, log_rhos, h.gamma)
+    else:
+        advantages, targets = advantages_and_returns(*ends, h.gamma, h.gae_lambda)
+    mask = None if r.valid is None else r.valid.reshape(-1)
+    if h.normalize_advantages and advantages.numel() > 1:
+        valid_adv = advantages if r.valid is None else advantages[r.valid]
+        advantages = (advantages - valid_adv.mean()) / (valid_adv.std() + 1e-8)
     loss = a2c_loss(
         log_probs,
         dist.entropy(),

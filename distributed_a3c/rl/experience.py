@@ -23,6 +23,7 @@ class Experience:
     final_obs: torch.Tensor  # [K, *obs_shape], real last observations of the K episodes cut by a time limit
     final_index: torch.Tensor  # [K, 2] int64, the (t, b) step each of those episodes was cut at
     valid: torch.Tensor | None = None  # [T, B] bool, NEXT_STEP envs: False on the step that only resets
+    behaviour_log_probs: torch.Tensor | None = None  # [T, B] float32, log mu(a|x) of the acting policy
 
     def to(self, device: torch.device | str) -> Experience:
         return Experience(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
@@ -52,6 +53,7 @@ def concat(batch: list[Experience]) -> Experience:
     has_valid = [e.valid is not None for e in batch]
     if any(has_valid) and not all(has_valid):
         raise ValueError("cannot batch rollouts of next-step-autoreset envs with others")
+    has_log_probs = all(e.behaviour_log_probs is not None for e in batch)  # else learned from without V-trace
 
     def cat(name: str, dim: int) -> torch.Tensor:
         return torch.cat([getattr(e, name) for e in batch], dim)
@@ -66,6 +68,7 @@ def concat(batch: list[Experience]) -> Experience:
         final_obs=cat("final_obs", 0),
         final_index=torch.cat(final_index),
         valid=cat("valid", 1) if all(has_valid) else None,
+        behaviour_log_probs=cat("behaviour_log_probs", 1) if has_log_probs else None,
     )
 
 
@@ -97,4 +100,5 @@ def evaluate(model: torch.nn.Module, e: Experience) -> Rollout:
         final_values,
         bootstrap,
         valid=e.valid,
+        behaviour_log_probs=e.behaviour_log_probs,
     )

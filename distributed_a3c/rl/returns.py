@@ -40,3 +40,41 @@ def advantages_and_returns(
         running = deltas[t] + gamma * gae_lambda * not_done[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+def vtrace(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    log_rhos: torch.Tensor,
+    gamma: float,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace (Espeholt et al. 2018, IMPALA): policy-gradient advantages and value targets, both [T, B], for
+    a rollout acted by an older policy. `log_rhos` [T, B]: log pi(a|x) - log mu(a|x), the learner's policy
+    over the one that acted. Episode ends are handled as in `advantages_and_returns`; with every log_rho 0
+    (on-policy) both outputs equal its gae_lambda=1 advantages and n-step returns.
+    """
+    rhos = log_rhos.exp()
+    clipped_rhos = rhos.clamp(max=rho_bar)
+    cs = rhos.clamp(max=c_bar)
+    terminated = terminated.to(values.dtype)
+    done = torch.maximum(terminated, truncated.to(values.dtype))
+    next_values = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
+    next_values = torch.where(done.bool(), final_values, next_values) * (1.0 - terminated)
+    deltas = clipped_rhos * (rewards + gamma * next_values - values)
+    not_done = 1.0 - done
+    corrections = torch.empty_like(values)  # vs - V
+    running = torch.zeros_like(bootstrap_value)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = deltas[t] + gamma * cs[t] * not_done[t] * running
+        corrections[t] = running
+    vs = values + corrections
+    # The advantage bootstraps from v_s of the next step within an episode; across an end, as the TD error.
+    next_vs = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
+    next_vs = torch.where(done.bool(), next_values, next_vs)
+    return clipped_rhos * (rewards + gamma * next_vs - values), vs

@@ -55,6 +55,7 @@ class ExperienceServer(ParameterServer):
             algo_cfg.value_coef,
             algo_cfg.entropy_coef,
             algo_cfg.normalize_advantages,
+            algo_cfg.vtrace,
         )
         self.max_grad_norm = algo_cfg.max_grad_norm
         self._queue: list[ExperiencePush] = []

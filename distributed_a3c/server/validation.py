@@ -128,18 +128,24 @@ def experience_error(e: object, spec: ExperienceSpec) -> str | None:
         "final_index": ((max(k, 0), 2), torch.int64),
         "final_obs": ((max(k, 0), *obs), spec.obs_dtype),
         "valid": ((T, B), torch.bool),
+        "behaviour_log_probs": ((T, B), torch.float32),
     }
     for name, (shape, dtype) in expected.items():
         t = getattr(e, name)
-        if t is None and name == "valid":
+        if t is None and name in ("valid", "behaviour_log_probs"):
             continue
         if not isinstance(t, torch.Tensor):
             return f"experience.{name} is a {type(t).__name__}, expected a tensor"
         if tuple(t.shape) != shape or t.dtype != dtype:
             return f"experience.{name} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}"
-    for name in ("obs", "next_obs", "final_obs", "rewards", "actions"):
+    for name in ("obs", "next_obs", "final_obs", "rewards", "actions", "behaviour_log_probs"):
         t = getattr(e, name)
-        if t.is_floating_point() and t.numel() and not math.isfinite(float(t.sum(dtype=torch.float64))):
+        if (
+            t is not None
+            and t.is_floating_point()
+            and t.numel()
+            and not math.isfinite(float(t.sum(dtype=torch.float64)))
+        ):
             return f"experience.{name} has non-finite values (nan or inf)"
     if discrete and e.actions.numel() and not 0 <= int(e.actions.min()) <= int(e.actions.max()) < spec.num_actions:
         return f"experience.actions fall outside [0, {spec.num_actions})"

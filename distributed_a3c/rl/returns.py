@@ -27,19 +27,35 @@ def advantages_and_returns(
     observation after the last step. final_values[t] is only read where truncated[t] (and not terminated).
     With gae_lambda=1 the value targets are the n-step returns of the A3C paper.
     """
+    next_values, done = _next_values(values, bootstrap_value, terminated, truncated, final_values)
+    deltas = rewards + gamma * next_values - values
+    advantages = _sum_backward(deltas, gamma * gae_lambda * (1.0 - done))
+    return advantages, advantages + values
+
+
+def _next_values(
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V of each step's next state within its episode, and 1.0 where an episode ended at the step."""
     terminated = terminated.to(values.dtype)
     done = torch.maximum(terminated, truncated.to(values.dtype))
     next_values = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
     # After an episode end the next row is a new episode: use V(final obs) instead, or 0 if terminal.
-    next_values = torch.where(done.bool(), final_values, next_values) * (1.0 - terminated)
-    deltas = rewards + gamma * next_values - values
-    not_done = 1.0 - done
-    advantages = torch.empty_like(values)
-    running = torch.zeros_like(bootstrap_value)
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
-        advantages[t] = running
-    return advantages, advantages + values
+    return torch.where(done.bool(), final_values, next_values) * (1.0 - terminated), done
+
+
+def _sum_backward(deltas: torch.Tensor, decays: torch.Tensor) -> torch.Tensor:
+    """out[t] = deltas[t] + decays[t] * out[t + 1], with out[T] = 0."""
+    out = torch.empty_like(deltas)
+    running = torch.zeros_like(deltas[0])
+    for t in range(deltas.shape[0] - 1, -1, -1):
+        running = deltas[t] + decays[t] * running
+        out[t] = running
+    return out
 
 
 def vtrace(
@@ -61,19 +77,9 @@ def vtrace(
     """
     rhos = log_rhos.exp()
     clipped_rhos = rhos.clamp(max=rho_bar)
-    cs = rhos.clamp(max=c_bar)
-    terminated = terminated.to(values.dtype)
-    done = torch.maximum(terminated, truncated.to(values.dtype))
-    next_values = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
-    next_values = torch.where(done.bool(), final_values, next_values) * (1.0 - terminated)
+    next_values, done = _next_values(values, bootstrap_value, terminated, truncated, final_values)
     deltas = clipped_rhos * (rewards + gamma * next_values - values)
-    not_done = 1.0 - done
-    corrections = torch.empty_like(values)  # vs - V
-    running = torch.zeros_like(bootstrap_value)
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * cs[t] * not_done[t] * running
-        corrections[t] = running
-    vs = values + corrections
+    vs = values + _sum_backward(deltas, gamma * rhos.clamp(max=c_bar) * (1.0 - done))
     # The advantage bootstraps from v_s of the next step within an episode; across an end, as the TD error.
     next_vs = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
     next_vs = torch.where(done.bool(), next_values, next_vs)

@@ -21,7 +21,8 @@ class ExperienceWorker(Worker):
         self._final_obs: list[torch.Tensor] = []
         self._final_index: list[tuple[int, int]] = []
         self._acted_versions: list[int] = []
-        self._log_probs: list[torch.Tensor] = []  # mode=data: log mu(a|x) of each step's actions, for V-trace
+        self._log_probs: list[torch.Tensor] = []  # log mu(a|x) of each step's actions, for V-trace
+        self._keep_log_probs = cfg.mode == "data" and cfg.algo.vtrace
         super().__init__(cfg, rank, store, device)
 
     def prepare(self) -> ExperiencePush:
@@ -31,11 +32,18 @@ class ExperienceWorker(Worker):
         c = self.cfg.worker
         final_obs = torch.cat(self._final_obs) if self._final_obs else r.obs.new_empty((0, *r.obs.shape[2:]))
         final_index = torch.tensor(self._final_index, dtype=torch.int64).reshape(-1, 2)
-        log_probs = torch.stack(self._log_probs) if self._log_probs else None
         experience = Experience(
-            r.obs, r.actions, r.rewards, r.terminated, r.truncated, self.obs.clone(), final_obs, final_index, r.valid
+            r.obs,
+            r.actions,
+            r.rewards,
+            r.terminated,
+            r.truncated,
+            self.obs.clone(),
+            final_obs,
+            final_index,
+            r.valid,
+            torch.stack(self._log_probs) if self._log_probs else None,
         )
-        experience.behaviour_log_probs = log_probs
         acted = self._acted_versions if self.central else None
         return ExperiencePush(
             rank=self.rank,
@@ -52,15 +60,16 @@ class ExperienceWorker(Worker):
 
     def _act(self, t: int) -> torch.Tensor:
         if not self.central:
-            dist_inputs, self._values[t] = self.model(self.obs)
-            actions = self.model.sample(dist_inputs)
-            self._log_probs.append(self.model.distribution(dist_inputs).log_prob(actions).float())
-            return actions
+            return super()._act(t)
         reply = self.store.act(self.rank, self.obs)
         if reply.error is not None:
             raise RuntimeError(f"the server rejected this worker's observations: {reply.error}")
         self._acted_versions.append(reply.version)
         return reply.actions.to(self.device)
+
+    def _record_actions(self, dist_inputs: torch.Tensor, actions: torch.Tensor) -> None:
+        if self._keep_log_probs:
+            self._log_probs.append(self.model.distribution(dist_inputs).log_prob(actions).float())
 
     def _bootstrap_value(self) -> torch.Tensor:
         return torch.zeros(self.cfg.worker.envs_per_worker, device=self.device)  # the learner values next_obs

@@ -275,7 +275,12 @@ class Worker:
         else:
             dist_inputs, values = self.model(self.obs)
         self._values[t] = values
-        return self.model.sample(dist_inputs)
+        actions = self.model.sample(dist_inputs)
+        self._record_actions(dist_inputs, actions)
+        return actions
+
+    def _record_actions(self, dist_inputs: torch.Tensor, actions: torch.Tensor) -> None:
+        """Keep what the push needs of the policy that chose `actions` (nothing for a gradient push)."""
 
     def _bootstrap_value(self) -> torch.Tensor:
         if self.recurrent:

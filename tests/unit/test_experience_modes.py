@@ -56,6 +56,19 @@ def test_the_learner_computes_the_gradient_the_worker_would_have(env):
     torch.testing.assert_close(data_worker.flat.grads, grad_worker.flat.grads)
 
 
+def test_a_data_worker_sends_its_policys_log_probabilities_only_for_vtrace():
+    assert make_worker(_cfg("data"), rank=1, store=None).prepare().experience.behaviour_log_probs is None
+    cfg = _cfg("data")
+    cfg.algo.vtrace = True
+    worker = make_worker(cfg, rank=1, store=None)
+    e = worker.prepare().experience
+    T, B = e.rewards.shape
+    with torch.no_grad():
+        dist_inputs, _ = worker.model(e.obs.reshape(T * B, -1))
+    expected = worker.model.distribution(dist_inputs).log_prob(e.actions.reshape(-1)).reshape(T, B)
+    torch.testing.assert_close(e.behaviour_log_probs, expected)  # the weights that acted have not moved
+
+
 def test_rollouts_side_by_side_are_valued_as_each_alone():
     worker = make_worker(_cfg("data", TRUNCATING), rank=1, store=None)
     first, second = worker.prepare().experience.clone(), worker.prepare().experience.clone()

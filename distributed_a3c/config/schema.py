@@ -83,7 +83,7 @@ class ModelConfig:
 class OptimConfig:
     name: str = "adam"
     """Server optimizer: adam or rmsprop (one set of statistics shared by all workers, as in A3C)."""
-    lr: float = 2e-3
+    lr: float = 4e-3
     """Learning rate (the CartPole preset's; `optim/*.yaml` and env presets set their own)."""
     eps: float = 1e-5
     """Denominator epsilon of Adam / RMSprop."""
@@ -111,17 +111,19 @@ class AlgoConfig:
     """Clip each worker gradient to this global L2 norm; 0 disables clipping."""
     normalize_advantages: bool = False
     """Standardize advantages within each rollout."""
-    vtrace: bool = False
+    vtrace: bool = True
     """mode=data: learn from each rollout with V-trace (IMPALA, Espeholt et al. 2018; rho and c clipped at 1,
     gae_lambda not used): the server's weights are newer than those that acted, and V-trace weighs each step
-    by how much likelier the learner's policy makes its action. Other modes learn on the acting weights."""
+    by how much likelier the learner's policy makes its action. Other modes learn on the acting weights.
+    On by default since the CartPole preset's 640-step pushes at lr 4e-3: without it one mode=data run in
+    six collapsed (docs/BENCHMARKS.md, "A default that scales"); the GAE presets (lambda < 1) turn it off."""
 
 
 @dataclass
 class WorkerConfig:
     envs_per_worker: int = 32
     """Environments stepped together by each worker."""
-    rollout_len: int = 5
+    rollout_len: int = 20
     """Steps per env in one n-step rollout (one gradient push per rollout)."""
     torch_threads: int = 1
     """Intra-op threads per CPU worker; one beats two when workers share cores."""

@@ -57,7 +57,9 @@ def test_the_learner_computes_the_gradient_the_worker_would_have(env):
 
 
 def test_a_data_worker_sends_its_policys_log_probabilities_only_for_vtrace():
-    assert make_worker(_cfg("data"), rank=1, store=None).prepare().experience.behaviour_log_probs is None
+    without = _cfg("data")
+    without.algo.vtrace = False
+    assert make_worker(without, rank=1, store=None).prepare().experience.behaviour_log_probs is None
     cfg = _cfg("data")
     cfg.algo.vtrace = True
     worker = make_worker(cfg, rank=1, store=None)

@@ -82,5 +82,6 @@ def test_the_lstm_learns_acrobot(tmp_path: Path) -> None:
 def test_the_cnn_learns_to_see_which_side_a_square_is_on(tmp_path: Path) -> None:
     """Measured 18 of 20 within 12k-16k env steps (seeds 1-5); random play 10."""
     overrides = [f"env.id={SIDE_ID}", "model=cnn", "model.conv=a3c", "model.hidden_sizes=[64]"]
-    overrides += ["env.vectorization=sync", "worker.envs_per_worker=16", "optim.lr=5e-4", "seed=3"]
+    overrides += ["env.vectorization=sync", "worker.envs_per_worker=16", "worker.rollout_len=5", "optim.lr=5e-4"]
+    overrides += ["seed=3"]
     _learns(tmp_path, overrides, target=18.0, budget=40_000, interval=2_000)

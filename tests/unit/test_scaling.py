@@ -155,11 +155,11 @@ def test_a_synchronous_step_scales_with_the_workers_it_averages() -> None:
         ({"server.accumulate": 0, "server.fold": True}, 64, 1),
         ({"server.accumulate": 0, "mode": "sync"}, 64, 1),
         ({"server.accumulate": 0, "mode": "data"}, 64, 1),
-        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 4}, 8, 4),
-        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 16}, 2, 1),
-        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 16}, 64, 1),
-        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 3}, 4, 6),
-        ({"server.accumulate": 0, "scale.reference_batch": 80, "worker.envs_per_worker": 4, "mode": "data"}, 8, 1),
+        ({"server.accumulate": 0, "scale.reference_batch": 320, "worker.envs_per_worker": 4}, 8, 4),
+        ({"server.accumulate": 0, "scale.reference_batch": 320, "worker.envs_per_worker": 16}, 2, 1),
+        ({"server.accumulate": 0, "scale.reference_batch": 320, "worker.envs_per_worker": 16}, 64, 1),
+        ({"server.accumulate": 0, "scale.reference_batch": 320, "worker.envs_per_worker": 3}, 4, 6),
+        ({"server.accumulate": 0, "scale.reference_batch": 320, "worker.envs_per_worker": 4, "mode": "data"}, 8, 1),
     ],
 )
 def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expected: int) -> None:

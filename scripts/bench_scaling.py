@@ -176,6 +176,9 @@ def collapse_check(args: argparse.Namespace, recipe: Recipe, workers: int, run_d
         "eval.interval_env_steps": args.collapse_interval,
         "eval.episodes": args.episodes,
         "train.target_return": "null",
+        # With the stop on the evaluated return the lead plays the weights still queued at the budget: with
+        # many workers on few cores training outruns the evaluations, and the last ones are what count here.
+        "train.target_source": "eval",
         "train.total_env_steps": args.collapse_steps,
         "train.max_minutes": args.max_minutes,
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from distributed_a3c.build import build_server, server_device
 from distributed_a3c.checkpoint import load_run_checkpoint
 from distributed_a3c.config import Config
 from distributed_a3c.distributed import rendezvous
@@ -32,7 +33,7 @@ from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.server import BatchingPredictor, WorkerRoster
 from distributed_a3c.server.aggregator import NodeAggregator
 from distributed_a3c.server.placement import Layout
-from distributed_a3c.trainer import Trainer, build_server, resume_source, server_device
+from distributed_a3c.trainer import Trainer, resume_source
 from distributed_a3c.worker import make_worker
 
 log = logging.getLogger(__name__)

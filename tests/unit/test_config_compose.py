@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import distributed_a3c.train as train  # registers `config_schema` in Hydra's ConfigStore
+from distributed_a3c.build import pushes_per_step
 from distributed_a3c.config import Config, ConfigError
-from distributed_a3c.trainer import pushes_per_step
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))

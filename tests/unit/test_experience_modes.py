@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
+from distributed_a3c.build import build_server
 from distributed_a3c.config import Config, EnvConfig, TrainConfig, WorkerConfig, validate
 from distributed_a3c.messages import ExperiencePush, GradientPush
 from distributed_a3c.rl.a2c import a2c_step
 from distributed_a3c.rl.experience import concat, evaluate
 from distributed_a3c.rl.grads import clip_grad_norm_
 from distributed_a3c.server import BatchingPredictor
-from distributed_a3c.trainer import build_server
 from distributed_a3c.worker import Worker, make_worker
 
 NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)

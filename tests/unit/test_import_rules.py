@@ -103,7 +103,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("server: the parameter server and its parts", ("distributed_a3c.server",)),
     ("worker", ("distributed_a3c.worker",)),
-    ("trainer: the run lifecycle", ("distributed_a3c.trainer", "distributed_a3c.run_record")),
+    ("trainer: the run lifecycle", ("distributed_a3c.trainer", "distributed_a3c.build", "distributed_a3c.run_record")),
     ("edge: RPC, torchrun, signals", ("distributed_a3c.distributed",)),
     (
         "entry points",
@@ -122,6 +122,7 @@ OUTSIDE = {
         "distributed_a3c.models",
         "distributed_a3c.worker",
         "distributed_a3c.trainer",
+        "distributed_a3c.build",
         "distributed_a3c.evaluate",
     ),
     "ale_py": ("distributed_a3c.envs",),

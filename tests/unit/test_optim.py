@@ -129,7 +129,7 @@ def test_building_and_stepping_the_server_does_not_import_torch_dynamo():
     code = (
         "import sys, torch\n"
         "from distributed_a3c.train import precheck\n"
-        "from distributed_a3c.trainer import build_server\n"
+        "from distributed_a3c.build import build_server\n"
         "from distributed_a3c.messages import GradientPush\n"
         "server = build_server(precheck([]), 0, 3, None)\n"
         "server.push(GradientPush(1, 0, torch.ones(server.num_params), env_steps=1))\n"

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from distributed_a3c.build import build_server, pushes_per_step
 from distributed_a3c.config import Config, ConfigError, OptimConfig, ScaleConfig, ServerConfig, TrainConfig, validate
 from distributed_a3c.messages import GradientPush
 from distributed_a3c.rl.scaling import auto_accumulate, pushes_to_reach, resolve_rule, scaled_lr, staleness_factor
 from distributed_a3c.server import ParameterServer, SynchronousServer
 from distributed_a3c.server.optim import FlatOptimizer
 from distributed_a3c.server.placement import plan
-from distributed_a3c.trainer import build_server, pushes_per_step
 
 NO_STOP = TrainConfig(total_env_steps=10**9, target_return=None, max_minutes=None)
 ADAM = OptimConfig(name="adam", lr=0.01, beta1=0.0)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distributed_a3c import sweep
 from distributed_a3c.config import Config, ConfigError, unused_options
-from distributed_a3c.distributed.supervise import record_exit
+from distributed_a3c.distributed.supervise import record_exit, say_line
 from distributed_a3c.envs import validate_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -72,7 +72,7 @@ def _fail(message: str, code: int = 2) -> None:
     rank = _torchrun_rank()
     multinode = int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1
     where = f" (rank {rank} on {socket.gethostname()})" if rank is not None and (rank != 0 or multinode) else ""
-    print(f"{PROG}: error{where}: {message}", file=sys.stderr, flush=True)
+    say_line(f"{PROG}: error{where}: {message}")
     sys.exit(code)
 
 

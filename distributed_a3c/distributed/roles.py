@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from distributed_a3c.distributed.signals import (
     launcher_gone,
     terminated_by_launcher,
 )
-from distributed_a3c.distributed.supervise import record_exit
+from distributed_a3c.distributed.supervise import record_exit, say_line
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.server import BatchingPredictor, WorkerRoster
 from distributed_a3c.server.aggregator import NodeAggregator
@@ -76,7 +75,7 @@ def _upstream_silent(peer: int, reason: str) -> None:
     cause = f"lost {what} (rank {peer} on {rendezvous.host_of(peer)}): no answer to pings: {reason}"
     record_exit(1, cause)
     where = f"rank {os.environ.get('RANK', '?')} on {socket.gethostname()}"
-    print(f"a3c-train: error ({where}): {cause}", file=sys.stderr, flush=True)
+    say_line(f"a3c-train: error ({where}): {cause}")
     os._exit(1)
 
 

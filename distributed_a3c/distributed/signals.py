@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 
 from distributed_a3c.distributed.liveness import watch_parent
-from distributed_a3c.distributed.supervise import record_exit
+from distributed_a3c.distributed.supervise import record_exit, say_line
 
 ORPHAN_DEADLINE_S = 30.0  # rank 0 without its agent: this long to checkpoint, then it exits regardless
 FORCE_AFTER_S = 1.0  # a signal this long after the first forces the exit (one Ctrl-C can arrive twice)
@@ -66,22 +65,18 @@ def arm_graceful_sigterm() -> None:
 def _exit_orphaned(parent: int) -> None:
     """A worker or shard whose torchrun agent died: nobody will restart or collect it, so it leaves."""
     record_exit(1, f"its launcher (pid {parent}) is gone")
-    print(
+    say_line(
         f"a3c-train: error (rank {os.environ.get('RANK', '?')} on {socket.gethostname()}): its launcher "
-        f"(pid {parent}) is gone; exiting",
-        file=sys.stderr,
-        flush=True,
+        f"(pid {parent}) is gone; exiting"
     )
     os._exit(1)
 
 
 def _on_orphaned(parent: int) -> None:
     """Rank 0 whose agent died: stop as after a SIGTERM (checkpoint and summary), then exit regardless."""
-    print(
+    say_line(
         f"a3c-train: error (rank 0 on {socket.gethostname()}): its launcher (pid {parent}) is gone; "
-        "saving a checkpoint and exiting",
-        file=sys.stderr,
-        flush=True,
+        "saving a checkpoint and exiting"
     )
     _on_stop_signal(signal.SIGTERM, None)
     threading.Timer(ORPHAN_DEADLINE_S, os._exit, args=(1,)).start()

@@ -32,6 +32,14 @@ STATUS_DIR = "A3C_STATUS_DIR"
 PROG = "a3c-supervise"
 
 
+def say_line(line: str) -> None:
+    """Write `line` to stderr in one write call: a node's ranks share one stderr, and two that fail at the same
+    moment must not splice their lines (print writes a text and its newline in two calls, which an
+    unbuffered stream passes on as two writes)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def record_exit(code: int, message: str | None = None) -> None:
     """Called by a rank as it exits: its code and its one-line cause, for the node's supervisor (if any)."""
     where, rank = os.environ.get(STATUS_DIR), os.environ.get("RANK")

@@ -55,7 +55,7 @@ def build_server(
             dataclasses.replace(cfg.scale, rule=rule),
         )
     else:
-        per_worker_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+        per_worker_push = cfg.worker.push_env_steps
         per_push = per_worker_push * layout.pushes_per_forward()  # a node aggregator's push sums its workers'
         # optim.lr is meant for one worker's push: an aggregated push of W learns at sqrt(W)x with scale.rule=sqrt.
         scale = dataclasses.replace(cfg.scale, rule=rule, reference_batch=cfg.scale.reference_batch or per_worker_push)
@@ -75,7 +75,7 @@ def pushes_per_step(cfg: Config, workers: int) -> int:
     if cfg.mode != "grad" or cfg.server.fold:
         return 1
     if cfg.scale.reference_batch is not None:
-        return pushes_to_reach(cfg.scale.reference_batch, cfg.worker.rollout_len * cfg.worker.envs_per_worker)
+        return pushes_to_reach(cfg.scale.reference_batch, cfg.worker.push_env_steps)
     return auto_accumulate(workers, cfg.scale.workers_per_step)
 
 

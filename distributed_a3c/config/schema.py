@@ -130,6 +130,11 @@ class WorkerConfig:
     overlap: bool = False
     """Collect the next rollout while the previous push is in flight (adds one version of staleness)."""
 
+    @property
+    def push_env_steps(self) -> int:
+        """Env steps in one push: rollout_len steps of each of envs_per_worker envs."""
+        return self.rollout_len * self.envs_per_worker
+
 
 @dataclass
 class ServerConfig:

@@ -86,7 +86,7 @@ def run_aggregator(cfg: Config, rank: int, world_size: int, layout: Layout) -> i
     local = layout.local_workers(rank)
     numel = sum(p.numel() for p in build_model(cfg, *env_spaces(cfg)).parameters() if p.requires_grad)
     upstream = remote_store(layout, rank, torch.device("cpu"), torch.device("cpu"))
-    per_push = cfg.worker.rollout_len * cfg.worker.envs_per_worker
+    per_push = cfg.worker.push_env_steps
     aggregator = NodeAggregator(rank, upstream, local, numel, per_push, cfg.server.aggregate_window_ms / 1000)
     roster = WorkerRoster(local)
     rpc_edge.serve_aggregator(aggregator)

@@ -29,7 +29,6 @@ class ExperienceWorker(Worker):
         """Collect a rollout: the push carries its experience, which the server values and learns from."""
         self._final_obs, self._final_index, self._acted_versions, self._log_probs = [], [], [], []
         r = self.collect()
-        c = self.cfg.worker
         final_obs = torch.cat(self._final_obs) if self._final_obs else r.obs.new_empty((0, *r.obs.shape[2:]))
         final_index = torch.tensor(self._final_index, dtype=torch.int64).reshape(-1, 2)
         experience = Experience(
@@ -49,7 +48,7 @@ class ExperienceWorker(Worker):
             rank=self.rank,
             version=min(acted) if acted else self.version,
             experience=experience.to("cpu"),
-            env_steps=c.rollout_len * c.envs_per_worker,
+            env_steps=self.cfg.worker.push_env_steps,
             stats=self._time_stats(),
             acted_versions=acted,
             **self._take_reports(),

@@ -152,7 +152,6 @@ class Worker:
         self.shard_versions = reply.shard_versions
 
     def _request(self, stats: dict[str, float]) -> GradientPush:
-        c = self.cfg.worker
         grads = self.flat.grads
         if self.cfg.server.wire_dtype != "float32":
             grads = grads.to(WIRE_DTYPES[self.cfg.server.wire_dtype])
@@ -160,7 +159,7 @@ class Worker:
             rank=self.rank,
             version=self.version,
             grads=grads,
-            env_steps=c.rollout_len * c.envs_per_worker,
+            env_steps=self.cfg.worker.push_env_steps,
             stats=stats,
             shard_versions=self.shard_versions,
             **self._take_reports(),

@@ -14,9 +14,33 @@ import torch
 
 from distributed_a3c.config import EXPERIENCE_MODES, Config
 from distributed_a3c.models import build_model, env_spaces
-from distributed_a3c.rl.scaling import auto_accumulate, pushes_to_reach, resolve_rule, staleness_factor
+from distributed_a3c.rl.scaling import (
+    auto_accumulate,
+    pushes_to_reach,
+    resolve_rule,
+    staleness_factor,
+    sync_push_shape,
+)
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer
 from distributed_a3c.server.placement import Layout, plan
+
+
+def fit_to_workers(cfg: Config, workers: int) -> Config:
+    """The config every rank of a job of `workers` workers runs: in mode=sync, each worker's push made smaller
+    so that a synchronous step holds about `scale.sync_env_steps` env steps (rl/scaling.py), with optim.lr
+    still meant for the configured push; in the other modes, `cfg` itself."""
+    w = cfg.worker
+    if cfg.mode != "sync":
+        return cfg
+    rollout_len, envs = sync_push_shape(w.rollout_len, w.envs_per_worker, workers, cfg.scale.sync_env_steps)
+    if (rollout_len, envs) == (w.rollout_len, w.envs_per_worker):
+        return cfg
+    reference = cfg.scale.reference_batch or w.push_env_steps
+    return dataclasses.replace(
+        cfg,
+        worker=dataclasses.replace(w, rollout_len=rollout_len, envs_per_worker=envs),
+        scale=dataclasses.replace(cfg.scale, reference_batch=reference),
+    )
 
 
 def server_device(cfg: Config) -> torch.device:
@@ -82,7 +106,9 @@ def pushes_per_step(cfg: Config, workers: int) -> int:
 def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
     """What the optimizer's step is for this job's size, said once at start (rl/scaling.py)."""
     if cfg.mode == "sync":
-        pushes, how = workers, "every worker's push, averaged"
+        w = cfg.worker
+        shape = f"{w.envs_per_worker} envs x {w.rollout_len} steps; scale.sync_env_steps={cfg.scale.sync_env_steps}"
+        pushes, how = workers, f"every worker's push ({shape}), averaged"
     elif cfg.mode in EXPERIENCE_MODES:
         pushes, how = 1, "the rollouts queued (varies; shown for one)"
     elif cfg.server.fold:

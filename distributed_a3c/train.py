@@ -151,6 +151,7 @@ def _check_port_free(port: int) -> None:
 
 
 def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]) -> int:
+    from distributed_a3c.build import fit_to_workers
     from distributed_a3c.distributed.roles import run_aggregator, run_server, run_shard, run_worker
     from distributed_a3c.server.placement import PlacementError, plan
 
@@ -163,6 +164,7 @@ def _run_rank(cfg: Config, rank: int, run_dir: Path, config_dict: dict[str, Any]
         )
     except PlacementError as e:
         raise ConfigError(str(e)) from None
+    cfg = fit_to_workers(cfg, len(layout.workers))
     role = layout.role(rank)
     if role == "shard" and rank != 0:
         return run_shard(cfg, rank, world_size, layout)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from distributed_a3c.build import build_server, scaling_line
+from distributed_a3c.build import build_server, fit_to_workers, scaling_line
 from distributed_a3c.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -192,6 +192,7 @@ def run_serial(
     """
     if order not in SERIAL_ORDERS:
         raise ValueError(f"order={order!r} is invalid: must be one of {', '.join(SERIAL_ORDERS)}")
+    cfg = fit_to_workers(cfg, workers)
     draw = random.Random(cfg.seed)
     resumed_from, state = resume_source(cfg, run_dir, config_dict)
     world_size = 1 + workers

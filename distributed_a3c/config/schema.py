@@ -187,6 +187,11 @@ class ScaleConfig:
     workers_per_step: int = 4
     """server.accumulate=0 (auto), mode=grad, no scale.reference_batch: one optimizer step per this many
     workers' pushes."""
+    sync_env_steps: int | None = 2560
+    """mode=sync: the env steps a synchronous step learns from, at most about. When every worker's whole push
+    would make more, each worker steps fewer envs (down to one, then shorter rollouts), so that more
+    workers bring the step sooner instead of making it larger; null: every whole push, growing with the
+    workers. Measured: docs/BENCHMARKS.md, "Synchronous steps of a fixed size"."""
     staleness: str = "none"
     """How a push's learning rate follows its staleness (the optimizer steps taken since its weights):
     `sqrt`, lr x sqrt((ref + 1) / (staleness + 1)) beyond `scale.staleness_reference`; `inverse`, lr x

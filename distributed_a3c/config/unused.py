@@ -35,4 +35,6 @@ def unused_options(cfg: Config, defaults: Config) -> list[str]:
         note(
             "server.max_staleness", cfg.server.max_staleness, defaults.server.max_staleness, "mode=grad, data, central"
         )
+    else:
+        note("scale.sync_env_steps", cfg.scale.sync_env_steps, defaults.scale.sync_env_steps, "mode=sync")
     return unused

@@ -45,6 +45,26 @@ def pushes_to_reach(reference_env_steps: int, push_env_steps: int) -> int:
     return max(1, -(-reference_env_steps // push_env_steps))
 
 
+def sync_push_shape(rollout_len: int, envs: int, workers: int, step_env_steps: int | None) -> tuple[int, int]:
+    """mode=sync: (rollout_len, envs) of each worker's push, so that one synchronous step, which averages
+    every worker's push, learns from at most about `step_env_steps` env steps instead of `workers` times a
+    whole push: more workers then bring the same step sooner rather than a larger one. Envs are taken away
+    first, down to one, so the rollout keeps the n-step horizon it was tuned with (shortening it instead,
+    32 synchronous CartPole workers of 16 envs x 5 steps needed ~3x the experience of 4 envs x 20); only
+    then does the rollout shorten. A push is never made larger; None keeps it whole."""
+    if min(rollout_len, envs, workers) < 1 or (step_env_steps is not None and step_env_steps < 1):
+        raise ValueError(
+            f"rollout_len ({rollout_len}), envs ({envs}), workers ({workers}) and step_env_steps "
+            f"({step_env_steps}) must be >= 1"
+        )
+    if step_env_steps is None or workers * rollout_len * envs <= step_env_steps:
+        return rollout_len, envs
+    share = step_env_steps // workers  # env steps each worker may bring to a step
+    if share >= rollout_len:
+        return rollout_len, share // rollout_len
+    return max(1, share), 1
+
+
 def resolve_rule(rule: str, mode: str, node_aggregate: bool) -> str:
     """`scale.rule` for a job: `auto` is `sqrt` where every optimizer step sums the pushes of several workers
     by design (mode=sync averages all of them; server.node_aggregate forwards a node's as one), and `none`

@@ -257,3 +257,18 @@ def test_bench_scaling_on_two_torchrun_agents_writes_json(
     assert 0 < run["env_steps"] <= 40000 and run["evaluations"], run
     summary = res["summary"]["grad"]["2"]
     assert summary["solved"] == "1/1" and summary["median_env_steps_per_env"] == run["env_steps"] / 64, summary
+
+
+@pytest.mark.timeout(120)
+def test_bench_sync_shape_replays_each_shape_and_writes_json(
+    tmp_path: Path, make_env: Callable[..., dict[str, str]]
+) -> None:
+    out = tmp_path / "shapes.json"
+    args = [str(SCRIPTS / "bench_sync_shape.py"), "--seeds", "1", "--shapes", "base=2x5x4,fewer=4x5x2"]
+    r = run_script([*args, "--max-steps", "4000", "--plain", "--out", str(out)], timeout_s=100, make_env=make_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [(x["label"], x["workers"], x["envs"]) for x in runs] == [("base", 2, 4), ("fewer", 4, 2)]
+    assert all(4000 <= x["env_steps"] <= 4000 + 4 * 2 * 5 and x["steps"] > 0 for x in runs), runs
+    bad = run_script([str(SCRIPTS / "bench_sync_shape.py"), "--shapes", "whole=16x20"], timeout_s=60, make_env=make_env)
+    assert bad.returncode == 2 and "must be LABEL=WORKERSxROLLOUTxENVS" in bad.stderr and "Traceback" not in bad.stderr

@@ -4,6 +4,7 @@ it needs today misses the budget."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,4 +26,21 @@ def test_eight_workers_reach_an_evaluated_475_within_budget(jobs, tmp_path: Path
     assert summary["exit_reason"] == "target_return", f"{summary}\n{done.describe()}"
     assert summary["eval"]["last_mean_return"] >= TARGET, summary["eval"]
     assert len(summary["pushes_per_rank"]) == 8 and all(n > 0 for n in summary["pushes_per_rank"].values())
+    assert not done.leftover_pids
+
+
+@pytest.mark.timeout(200)
+def test_eight_synchronous_workers_keep_the_step_size_and_reach_an_evaluated_475(jobs, tmp_path: Path) -> None:
+    """mode=sync with 8 workers: each steps 16 of the preset's 32 envs (scale.sync_env_steps=2560), so every
+    step averages 2560 env steps, not 8 x 640. Serial replay of seeds 1-6 (docs/BENCHMARKS.md, "Synchronous
+    steps of a fixed size"): 2 synchronous workers need 51k-230k env steps; whole pushes at 16 workers 81k-245k."""
+    overrides = ["mode=sync", "workers=8", "seed=1", f"train.target_return={TARGET}", "train.target_source=eval"]
+    overrides += ["eval.interval_env_steps=10000", f"train.total_env_steps={BUDGET}", "train.max_minutes=2.5"]
+    run_dir = tmp_path / "run"
+    done, summary = jobs.train(overrides, run_dir, timeout=180)
+    assert summary["exit_reason"] == "target_return", f"{summary}\n{done.describe()}"
+    assert summary["staleness"]["max"] == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    batches = {r["server/batch_env_steps"] for r in rows if "server/batch_env_steps" in r}
+    assert batches == {2560}, batches  # 8 pushes of 16 envs x 20 steps, every step
     assert not done.leftover_pids

@@ -39,6 +39,7 @@ BAD_INPUTS = {
     "envs_per_worker=0": ("worker.envs_per_worker=0", ("worker.envs_per_worker=0",)),
     "rollout_len=0": ("worker.rollout_len=0", ("worker.rollout_len=0",)),
     "lr=0": ("optim.lr=0", ("optim.lr=0",)),
+    "sync_env_steps=0": ("scale.sync_env_steps=0", ("scale.sync_env_steps=0",)),
     "gamma=0": ("algo.gamma=0", ("algo.gamma=0",)),
     "gamma=1.5": ("algo.gamma=1.5", ("algo.gamma=1.5",)),
     "unknown-key": ("optim.lrr=1e-3", ("optim.lrr",)),

@@ -29,9 +29,9 @@ def fit_to_workers(cfg: Config, workers: int) -> Config:
     """The config every rank of a job of `workers` workers runs: in mode=sync, each worker's push made smaller
     so that a synchronous step holds about `scale.sync_env_steps` env steps (rl/scaling.py), with optim.lr
     still meant for the configured push; in the other modes, `cfg` itself."""
-    w = cfg.worker
     if cfg.mode != "sync":
         return cfg
+    w = cfg.worker
     rollout_len, envs = sync_push_shape(w.rollout_len, w.envs_per_worker, workers, cfg.scale.sync_env_steps)
     if (rollout_len, envs) == (w.rollout_len, w.envs_per_worker):
         return cfg

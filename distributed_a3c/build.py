@@ -35,12 +35,16 @@ def fit_to_workers(cfg: Config, workers: int) -> Config:
     rollout_len, envs = sync_push_shape(w.rollout_len, w.envs_per_worker, workers, cfg.scale.sync_env_steps)
     if (rollout_len, envs) == (w.rollout_len, w.envs_per_worker):
         return cfg
-    reference = cfg.scale.reference_batch or w.push_env_steps
     return dataclasses.replace(
         cfg,
         worker=dataclasses.replace(w, rollout_len=rollout_len, envs_per_worker=envs),
-        scale=dataclasses.replace(cfg.scale, reference_batch=reference),
+        scale=dataclasses.replace(cfg.scale, reference_batch=reference_env_steps(cfg)),
     )
+
+
+def reference_env_steps(cfg: Config) -> int:
+    """Env steps that `optim.lr` is meant for: `scale.reference_batch`, or one worker's push when it is null."""
+    return cfg.scale.reference_batch or cfg.worker.push_env_steps
 
 
 def server_device(cfg: Config) -> torch.device:
@@ -79,10 +83,9 @@ def build_server(
             dataclasses.replace(cfg.scale, rule=rule),
         )
     else:
-        per_worker_push = cfg.worker.push_env_steps
-        per_push = per_worker_push * layout.pushes_per_forward()  # a node aggregator's push sums its workers'
+        per_push = cfg.worker.push_env_steps * layout.pushes_per_forward()  # a node aggregator's push sums its workers'
         # optim.lr is meant for one worker's push: an aggregated push of W learns at sqrt(W)x with scale.rule=sqrt.
-        scale = dataclasses.replace(cfg.scale, rule=rule, reference_batch=cfg.scale.reference_batch or per_worker_push)
+        scale = dataclasses.replace(cfg.scale, rule=rule, reference_batch=reference_env_steps(cfg))
         kind = SynchronousServer if cfg.mode == "sync" else ParameterServer
         server = kind(model, cfg.optim, server_cfg, cfg.train, device, shard, workers, per_push, scale)
     if state is not None:

@@ -69,6 +69,8 @@ class ActionReply:
     """The weight version that chose them."""
     actions: torch.Tensor | None
     """One action per observation sent (None when they were rejected)."""
+    log_probs: torch.Tensor | None = None
+    """log mu(a|x) of each action under the weights that chose it, for V-trace (None when rejected)."""
     stop: bool = False
     """True once training is over."""
     error: str | None = None

@@ -112,11 +112,12 @@ class AlgoConfig:
     normalize_advantages: bool = False
     """Standardize advantages within each rollout."""
     vtrace: bool = True
-    """mode=data: learn from each rollout with V-trace (IMPALA, Espeholt et al. 2018; rho and c clipped at 1,
-    gae_lambda not used): the server's weights are newer than those that acted, and V-trace weighs each step
-    by how much likelier the learner's policy makes its action. Other modes learn on the acting weights.
-    On by default since the CartPole preset's 640-step pushes at lr 4e-3: without it one mode=data run in
-    six collapsed (docs/BENCHMARKS.md, "A default that scales"); the GAE presets (lambda < 1) turn it off."""
+    """mode=data and mode=central: learn from each rollout with V-trace (IMPALA, Espeholt et al. 2018; rho and
+    c clipped at 1, gae_lambda not used): the server's weights are newer than those that acted, and V-trace
+    weighs each step by how much likelier the learner's policy makes its action. grad and sync learn on the
+    acting weights. On by default since the CartPole preset's 640-step pushes at lr 4e-3: without it
+    mode=data and mode=central runs collapsed now and then (docs/BENCHMARKS.md); the GAE presets (lambda < 1)
+    turn it off."""
 
 
 @dataclass

@@ -122,10 +122,12 @@ class ExperienceServer(ParameterServer):
                     self._acting_version = self.version
                 stop = self.stop_reason is not None
             dist_inputs, _ = self._acting_model(obs.to(self.device))
-            actions = self._acting_model.sample(dist_inputs).cpu()
+            actions = self._acting_model.sample(dist_inputs)
+            log_probs = self._acting_model.distribution(dist_inputs).log_prob(actions).float().cpu()
+            actions = actions.cpu()
             with self._lock:
-                self.wire_bytes += obs.nbytes + actions.nbytes
-            return ActionReply(self._acting_version, actions, stop)
+                self.wire_bytes += obs.nbytes + actions.nbytes + log_probs.nbytes
+            return ActionReply(self._acting_version, actions, log_probs, stop)
 
 
 def _mean(values: list[int]) -> float:

@@ -100,5 +100,6 @@ class BatchingPredictor:
         reply = self._act(batch[0][0], obs)
         self.passes += 1
         self.requests += len(batch)
-        for (_, _, future), actions in zip(batch, reply.actions.split(sizes), strict=True):
-            future.set_result(ActionReply(reply.version, actions, reply.stop))
+        pieces = zip(batch, reply.actions.split(sizes), reply.log_probs.split(sizes), strict=True)
+        for (_, _, future), actions, log_probs in pieces:
+            future.set_result(ActionReply(reply.version, actions, log_probs, reply.stop))

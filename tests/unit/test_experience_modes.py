@@ -71,6 +71,21 @@ def test_a_data_worker_sends_its_policys_log_probabilities_only_for_vtrace():
     torch.testing.assert_close(e.behaviour_log_probs, expected)  # the weights that acted have not moved
 
 
+@pytest.mark.parametrize("vtrace", [True, False])
+def test_a_central_worker_keeps_the_predictors_log_probabilities_for_vtrace(vtrace):
+    server, worker = _server_and_push("central")
+    worker.cfg.algo.vtrace = worker._keep_log_probs = vtrace
+    e = worker.prepare().experience
+    if not vtrace:
+        assert e.behaviour_log_probs is None
+        return
+    T, B = e.rewards.shape
+    with torch.no_grad():
+        dist_inputs, _ = server.model(e.obs.reshape(T * B, -1))
+    expected = server.model.distribution(dist_inputs).log_prob(e.actions.reshape(-1)).reshape(T, B)
+    torch.testing.assert_close(e.behaviour_log_probs, expected)  # the server has not stepped: the same weights
+
+
 def test_rollouts_side_by_side_are_valued_as_each_alone():
     worker = make_worker(_cfg("data", TRUNCATING), rank=1, store=None)
     first, second = worker.prepare().experience.clone(), worker.prepare().experience.clone()
@@ -178,7 +193,7 @@ def test_the_predictor_batches_one_request_per_living_worker():
         passes.append(obs.shape[0])
         from distributed_a3c.messages import ActionReply
 
-        return ActionReply(3, torch.arange(obs.shape[0]))
+        return ActionReply(3, torch.arange(obs.shape[0]), -torch.arange(obs.shape[0]).float())
 
     predictor = BatchingPredictor(act, lambda rank, obs: None, lambda: 2, max_wait_ms=10_000)
     futures = [predictor.predict(rank, torch.zeros(n, 4)) for rank, n in ((1, 3), (2, 5))]
@@ -187,6 +202,7 @@ def test_the_predictor_batches_one_request_per_living_worker():
         replies = [f.wait() for f in futures]
         assert passes == [8], "both workers' observations in one forward pass"
         assert replies[0].actions.tolist() == [0, 1, 2] and replies[1].actions.tolist() == [3, 4, 5, 6, 7]
+        assert replies[1].log_probs.tolist() == [-3, -4, -5, -6, -7], "each worker gets its rows' log-probs"
         assert {r.version for r in replies} == {3}
         # One worker asks: the pass waits max_wait_ms for the other, unless max_batch rows are in.
         predictor.max_wait_s = 0.05

@@ -248,11 +248,6 @@ def test_experience_modes_solve_cartpole(tmp_path: Path, jobs: Jobs, venv_bin: P
     other_mode_option = "central.max_wait_ms=5" if mode == "data" else "server.fold=true"
     cmd = [venv_bin / "a3c-train", f"mode={mode}", other_mode_option, f"hydra.run.dir={run_dir}", *QUIET]
     cmd.append("train.max_minutes=2")
-    if mode == "central":
-        # Known issue (docs/MODES.md, "Known issue"): with the CartPole preset's 20-step rollouts at lr 4e-3,
-        # mode=central collapsed to a return of ~9 in 1 of 4 runs of this job; the values it was measured
-        # with before that preset (and that this test passed with in every CI run then) are pinned here.
-        cmd += ["worker.rollout_len=5", "optim.lr=2e-3"]
 
     done = jobs.run(cmd, cwd=tmp_path, timeout=120, name=f"a3c-train mode={mode}")
 

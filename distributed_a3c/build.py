@@ -16,23 +16,28 @@ from distributed_a3c.config import EXPERIENCE_MODES, Config
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.rl.scaling import (
     auto_accumulate,
+    fitted_push_shape,
     pushes_to_reach,
     resolve_rule,
     staleness_factor,
-    sync_push_shape,
 )
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer
 from distributed_a3c.server.placement import Layout, plan
 
+STEP_ENV_STEPS_KEY = {"sync": "sync_env_steps", "data": "data_env_steps"}
+"""The `scale` option that bounds, per mode, a step that holds every worker's push (`fit_to_workers`)."""
+
 
 def fit_to_workers(cfg: Config, workers: int) -> Config:
-    """The config every rank of a job of `workers` workers runs: in mode=sync, each worker's push made smaller
-    so that a synchronous step holds about `scale.sync_env_steps` env steps (rl/scaling.py), with optim.lr
-    still meant for the configured push; in the other modes, `cfg` itself."""
-    if cfg.mode != "sync":
+    """The config every rank of a job of `workers` workers runs: in mode=sync and mode=data, each worker's
+    push made smaller so that a step holding every worker's push learns from about `scale.sync_env_steps`
+    (`scale.data_env_steps`) env steps (rl/scaling.py), with optim.lr still meant for the configured push;
+    in the other modes, `cfg` itself."""
+    if cfg.mode not in STEP_ENV_STEPS_KEY:
         return cfg
     w = cfg.worker
-    rollout_len, envs = sync_push_shape(w.rollout_len, w.envs_per_worker, workers, cfg.scale.sync_env_steps)
+    step_env_steps = getattr(cfg.scale, STEP_ENV_STEPS_KEY[cfg.mode])
+    rollout_len, envs = fitted_push_shape(w.rollout_len, w.envs_per_worker, workers, step_env_steps)
     if (rollout_len, envs) == (w.rollout_len, w.envs_per_worker):
         return cfg
     return dataclasses.replace(
@@ -112,6 +117,11 @@ def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
         w = cfg.worker
         shape = f"{w.envs_per_worker} envs x {w.rollout_len} steps; scale.sync_env_steps={cfg.scale.sync_env_steps}"
         pushes, how = workers, f"every worker's push ({shape}), averaged"
+    elif cfg.mode == "data":
+        w = cfg.worker
+        bound = f"scale.data_env_steps={cfg.scale.data_env_steps}"
+        shape = f"{w.envs_per_worker} envs x {w.rollout_len} steps each; {bound}"
+        pushes, how = 1, f"the rollouts queued ({shape}; varies, shown for one)"
     elif cfg.mode in EXPERIENCE_MODES:
         pushes, how = 1, "the rollouts queued (varies; shown for one)"
     elif cfg.server.fold:

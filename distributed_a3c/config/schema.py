@@ -193,6 +193,9 @@ class ScaleConfig:
     would make more, each worker steps fewer envs (down to one, then shorter rollouts), so that more
     workers bring the step sooner instead of making it larger; null: every whole push, growing with the
     workers. Measured: docs/BENCHMARKS.md, "Synchronous steps of a fixed size"."""
+    data_env_steps: int | None = 2560
+    """mode=data: the same bound for a learner step, which learns from every rollout that queued: all the
+    workers' at most. Measured: docs/BENCHMARKS.md, "mode=data: learner steps of a bounded size"."""
     staleness: str = "none"
     """How a push's learning rate follows its staleness (the optimizer steps taken since its weights):
     `sqrt`, lr x sqrt((ref + 1) / (staleness + 1)) beyond `scale.staleness_reference`; `inverse`, lr x

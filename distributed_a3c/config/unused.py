@@ -37,4 +37,6 @@ def unused_options(cfg: Config, defaults: Config) -> list[str]:
         )
     else:
         note("scale.sync_env_steps", cfg.scale.sync_env_steps, defaults.scale.sync_env_steps, "mode=sync")
+    if cfg.mode != "data":
+        note("scale.data_env_steps", cfg.scale.data_env_steps, defaults.scale.data_env_steps, "mode=data")
     return unused

@@ -15,11 +15,11 @@ from distributed_a3c.config.unused import unused_options
 from distributed_a3c.messages import GradientPush
 from distributed_a3c.rl.scaling import (
     auto_accumulate,
+    fitted_push_shape,
     pushes_to_reach,
     resolve_rule,
     scaled_lr,
     staleness_factor,
-    sync_push_shape,
 )
 from distributed_a3c.server import ParameterServer, SynchronousServer
 from distributed_a3c.server.optim import FlatOptimizer
@@ -156,17 +156,17 @@ def test_a_synchronous_step_scales_with_the_workers_it_averages() -> None:
     [(1, (20, 32)), (4, (20, 32)), (8, (20, 16)), (16, (20, 8)), (32, (20, 4)), (128, (20, 1)), (512, (5, 1))],
 )
 def test_a_synchronous_step_keeps_its_size_as_workers_are_added(workers: int, expected: tuple[int, int]) -> None:
-    rollout_len, envs = sync_push_shape(20, 32, workers, 2560)
+    rollout_len, envs = fitted_push_shape(20, 32, workers, 2560)
     assert (rollout_len, envs) == expected
     assert workers * rollout_len * envs <= 2560
 
 
 def test_a_synchronous_push_is_never_made_larger() -> None:
-    assert sync_push_shape(20, 32, 4096, 2560) == (1, 1)  # one env step each is the least
-    assert sync_push_shape(5, 16, 2, 10**6) == (5, 16)
-    assert sync_push_shape(20, 32, 64, None) == (20, 32)  # null: every whole push
+    assert fitted_push_shape(20, 32, 4096, 2560) == (1, 1)  # one env step each is the least
+    assert fitted_push_shape(5, 16, 2, 10**6) == (5, 16)
+    assert fitted_push_shape(20, 32, 64, None) == (20, 32)  # null: every whole push
     with pytest.raises(ValueError, match="must be >= 1"):
-        sync_push_shape(20, 32, 0, 2560)
+        fitted_push_shape(20, 32, 0, 2560)
 
 
 def test_sixteen_synchronous_workers_push_a_quarter_of_the_envs_at_the_rate_of_their_step() -> None:
@@ -182,6 +182,19 @@ def test_sixteen_synchronous_workers_push_a_quarter_of_the_envs_at_the_rate_of_t
     assert "8 envs x 20 steps; scale.sync_env_steps=2560" in line and "2560 env steps, lr 0.004 -> 0.008" in line
     assert fit_to_workers(Config(), 16) == Config()  # grad mode's pushes stay whole
     assert fit_to_workers(cfg, 2) == cfg
+
+
+def test_sixteen_data_workers_push_a_quarter_of_the_envs_and_say_so() -> None:
+    cfg = Config(mode="data")
+    validate(cfg)
+    fitted = fit_to_workers(cfg, 16)
+    assert (fitted.worker.rollout_len, fitted.worker.envs_per_worker) == (20, 8)
+    server = build_server(fitted, 0, 17, None)
+    assert server.push_env_steps == 160 and server.step_lr(1) == cfg.optim.lr  # scale.rule=auto: none in data
+    assert "8 envs x 20 steps each; scale.data_env_steps=2560" in scaling_line(fitted, server, 16)
+    cfg.scale.data_env_steps = None
+    assert fit_to_workers(cfg, 16) == cfg  # null: whole pushes
+    assert fit_to_workers(Config(mode="central"), 16) == Config(mode="central")
 
 
 @pytest.mark.parametrize(
@@ -224,6 +237,7 @@ def test_auto_accumulate_is_resolved_per_job(changes: dict, workers: int, expect
         ("scale", "workers_per_step", 0, "scale.workers_per_step=0 is invalid: must be >= 1"),
         ("scale", "sync_env_steps", 0, "scale.sync_env_steps=0 is invalid: must be null (every worker's whole push)"),
         ("scale", "sync_env_steps", -640, "scale.sync_env_steps=-640 is invalid"),
+        ("scale", "data_env_steps", 0, "scale.data_env_steps=0 is invalid: must be null (every worker's whole push)"),
         ("scale", "staleness", "half", "scale.staleness='half' is invalid: must be one of sqrt, inverse, none"),
         ("scale", "staleness_reference", -1, "scale.staleness_reference=-1 is invalid: must be >= 0"),
         ("server", "accumulate", -1, "server.accumulate=-1 is invalid: must be >= 0"),
@@ -260,3 +274,7 @@ def test_a_synchronous_step_size_given_to_another_mode_is_said_unused() -> None:
     sync = Config(mode="sync")
     sync.scale.sync_env_steps = 1000
     assert unused_options(sync, Config()) == []
+    sync.scale.data_env_steps = 1000
+    assert unused_options(sync, Config()) == [
+        "scale.data_env_steps=1000 is unused with mode=sync (it applies to mode=data)"
+    ]

@@ -20,7 +20,7 @@ joined by a bridge (scripts/_netns.py; needs root), the ranks split evenly, RPC 
 The sample-scaling efficiency of a recipe is E(N) = median env steps at 2 workers / median env steps at
 N: the share of the ideal speed-up a user gets when each worker has cores of its own. A run that does not
 reach the threshold within its budget counts at its budget (the median stays a lower bound). "per env" is
-a run's env steps over its envs in flight (workers × worker.envs_per_worker), the median of the runs: how
+a run's env steps over its envs in flight (workers × the envs each worker steps), the median of the runs: how
 many steps each env had made when the policy got there.
 """
 
@@ -53,6 +53,7 @@ from _common import (
 )
 from _netns import netns_missing, run_train_on_nodes
 
+from distributed_a3c.build import fit_to_workers
 from distributed_a3c.train import job_ranks
 
 PROG = "bench_scaling"
@@ -118,7 +119,7 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
         "train.total_env_steps": args.max_steps,
         "train.max_minutes": args.max_minutes,
     }
-    envs = workers * envs_per_worker(tuple(args.overrides), tuple(extra.items()))
+    envs = workers * envs_per_worker(tuple(args.overrides), tuple(extra.items()), workers)
     try:
         r = run_job(args, workers, values, run_dir)
     except Exception as e:  # a failed or hung run counts as unsolved at its budget; the benchmark goes on
@@ -162,9 +163,10 @@ def measure(args: argparse.Namespace, recipe: Recipe, workers: int, seed: int, r
 
 
 @functools.cache
-def envs_per_worker(overrides: tuple[str, ...], recipe: tuple[tuple[str, str], ...]) -> int:
-    """worker.envs_per_worker of a recipe's job (its overrides by key), as a3c-train composes it."""
-    return compose(with_overrides(list(overrides), dict(recipe))).worker.envs_per_worker
+def envs_per_worker(overrides: tuple[str, ...], recipe: tuple[tuple[str, str], ...], workers: int) -> int:
+    """worker.envs_per_worker of a recipe's job (its overrides by key) as its ranks run it: composed as
+    a3c-train does, then fitted to the worker count (mode=sync and mode=data step fewer envs with more)."""
+    return fit_to_workers(compose(with_overrides(list(overrides), dict(recipe))), workers).worker.envs_per_worker
 
 
 def collapse_check(args: argparse.Namespace, recipe: Recipe, workers: int, run_dir: Path) -> dict[str, Any]:

@@ -49,10 +49,10 @@ def fitted_push_shape(rollout_len: int, envs: int, workers: int, step_env_steps:
     """(rollout_len, envs) of each worker's push, so that a step that holds every worker's push (mode=sync's,
     which averages them; mode=data's, when every worker's rollout has queued) learns from at most about
     `step_env_steps` env steps instead of `workers` times a whole push: more workers then bring the same
-    step sooner rather than a larger one. Envs are taken away
-    first, down to one, so the rollout keeps the n-step horizon it was tuned with (shortening it instead,
-    32 synchronous CartPole workers of 16 envs x 5 steps needed ~3x the experience of 4 envs x 20); only
-    then does the rollout shorten. A push is never made larger; None keeps it whole."""
+    step sooner rather than a larger one. Envs are taken away first, down to one, so the rollout keeps the
+    n-step horizon it was tuned with (shortening it instead, 32 synchronous CartPole workers of 16 envs x 5
+    steps needed ~3x the experience of 4 envs x 20); only then does the rollout shorten. A push is never
+    made larger; None keeps it whole."""
     if min(rollout_len, envs, workers) < 1 or (step_env_steps is not None and step_env_steps < 1):
         raise ValueError(
             f"rollout_len ({rollout_len}), envs ({envs}), workers ({workers}) and step_env_steps "

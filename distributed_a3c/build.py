@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from distributed_a3c.config import EXPERIENCE_MODES, Config
+from distributed_a3c.config.choices import STEP_BOUND_KEYS
 from distributed_a3c.models import build_model, env_spaces
 from distributed_a3c.rl.scaling import (
     auto_accumulate,
@@ -24,19 +25,16 @@ from distributed_a3c.rl.scaling import (
 from distributed_a3c.server import ExperienceServer, ExperienceSpec, ParameterServer, SynchronousServer
 from distributed_a3c.server.placement import Layout, plan
 
-STEP_ENV_STEPS_KEY = {"sync": "sync_env_steps", "data": "data_env_steps"}
-"""The `scale` option that bounds, per mode, a step that holds every worker's push (`fit_to_workers`)."""
-
 
 def fit_to_workers(cfg: Config, workers: int) -> Config:
     """The config every rank of a job of `workers` workers runs: in mode=sync and mode=data, each worker's
     push made smaller so that a step holding every worker's push learns from about `scale.sync_env_steps`
     (`scale.data_env_steps`) env steps (rl/scaling.py), with optim.lr still meant for the configured push;
     in the other modes, `cfg` itself."""
-    if cfg.mode not in STEP_ENV_STEPS_KEY:
+    if cfg.mode not in STEP_BOUND_KEYS:
         return cfg
     w = cfg.worker
-    step_env_steps = getattr(cfg.scale, STEP_ENV_STEPS_KEY[cfg.mode])
+    step_env_steps = getattr(cfg.scale, STEP_BOUND_KEYS[cfg.mode])
     rollout_len, envs = fitted_push_shape(w.rollout_len, w.envs_per_worker, workers, step_env_steps)
     if (rollout_len, envs) == (w.rollout_len, w.envs_per_worker):
         return cfg
@@ -114,14 +112,9 @@ def pushes_per_step(cfg: Config, workers: int) -> int:
 def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
     """What the optimizer's step is for this job's size, said once at start (rl/scaling.py)."""
     if cfg.mode == "sync":
-        w = cfg.worker
-        shape = f"{w.envs_per_worker} envs x {w.rollout_len} steps; scale.sync_env_steps={cfg.scale.sync_env_steps}"
-        pushes, how = workers, f"every worker's push ({shape}), averaged"
+        pushes, how = workers, f"every worker's push ({_push_said(cfg)}), averaged"
     elif cfg.mode == "data":
-        w = cfg.worker
-        bound = f"scale.data_env_steps={cfg.scale.data_env_steps}"
-        shape = f"{w.envs_per_worker} envs x {w.rollout_len} steps each; {bound}"
-        pushes, how = 1, f"the rollouts queued ({shape}; varies, shown for one)"
+        pushes, how = 1, f"the rollouts queued ({_push_said(cfg, ' each')}; varies, shown for one)"
     elif cfg.mode in EXPERIENCE_MODES:
         pushes, how = 1, "the rollouts queued (varies; shown for one)"
     elif cfg.server.fold:
@@ -135,6 +128,12 @@ def scaling_line(cfg: Config, server: ParameterServer, workers: int) -> str:
         f"(scale.rule={_rule_said(cfg.scale.rule, server.scale.rule)}, "
         f"optim.lr is for {server.reference_env_steps} env steps)" + _staleness_clause(cfg, workers, server.accumulate)
     )
+
+
+def _push_said(cfg: Config, each: str = "") -> str:
+    """A worker's push as fitted to the job, and the option that bounds it (sync, data)."""
+    w, key = cfg.worker, STEP_BOUND_KEYS[cfg.mode]
+    return f"{w.envs_per_worker} envs x {w.rollout_len} steps{each}; scale.{key}={getattr(cfg.scale, key)}"
 
 
 def _rule_said(asked: str, used: str) -> str:

@@ -24,3 +24,5 @@ OBJECTIVES = {
 """`train.objective` -> the direction a sweeper should optimize it in (docs/SWEEPS.md)."""
 EXPERIENCE_MODES = ("data", "central")
 """Modes in which the server learns from rollouts (the workers send experience, not gradients)."""
+STEP_BOUND_KEYS = {"sync": "sync_env_steps", "data": "data_env_steps"}
+"""mode -> the `scale` option that bounds its step holding every worker's push (build.fit_to_workers)."""

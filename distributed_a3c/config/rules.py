@@ -20,6 +20,7 @@ from distributed_a3c.config.choices import (
     RPC_CHANNELS,
     RPC_TRANSPORTS,
     SERVER_DEVICES,
+    STEP_BOUND_KEYS,
     TARGET_SOURCES,
     VECTORIZATIONS,
     WANDB_MODES,
@@ -227,8 +228,8 @@ def _scale_errors(e: list[str], cfg: Config) -> None:
         "null (one worker's push) or a number of env steps >= 1",
     )
     _check(e, c.workers_per_step >= 1, "scale.workers_per_step", c.workers_per_step, ">= 1")
-    for key, value in (("sync_env_steps", c.sync_env_steps), ("data_env_steps", c.data_env_steps)):
-        allowed = "null (every worker's whole push) or a number of env steps >= 1"
+    for key in STEP_BOUND_KEYS.values():
+        value, allowed = getattr(c, key), "null (every worker's whole push) or a number of env steps >= 1"
         _check(e, value is None or value >= 1, f"scale.{key}", value, allowed)
     _choice(e, "scale.staleness", c.staleness, STALENESS_RULES)
     _check(e, c.staleness_reference >= 0, "scale.staleness_reference", c.staleness_reference, ">= 0")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distributed_a3c.config.choices import EXPERIENCE_MODES
+from distributed_a3c.config.choices import EXPERIENCE_MODES, STEP_BOUND_KEYS
 
 if TYPE_CHECKING:
     from distributed_a3c.config.schema import Config
@@ -35,8 +35,7 @@ def unused_options(cfg: Config, defaults: Config) -> list[str]:
         note(
             "server.max_staleness", cfg.server.max_staleness, defaults.server.max_staleness, "mode=grad, data, central"
         )
-    else:
-        note("scale.sync_env_steps", cfg.scale.sync_env_steps, defaults.scale.sync_env_steps, "mode=sync")
-    if cfg.mode != "data":
-        note("scale.data_env_steps", cfg.scale.data_env_steps, defaults.scale.data_env_steps, "mode=data")
+    for mode, key in STEP_BOUND_KEYS.items():
+        if cfg.mode != mode:
+            note(f"scale.{key}", getattr(cfg.scale, key), getattr(defaults.scale, key), f"mode={mode}")
     return unused

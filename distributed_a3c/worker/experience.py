@@ -22,7 +22,6 @@ class ExperienceWorker(Worker):
         self._final_index: list[tuple[int, int]] = []
         self._acted_versions: list[int] = []
         self._log_probs: list[torch.Tensor] = []  # log mu(a|x) of each step's actions, for V-trace
-        self._keep_log_probs = cfg.algo.vtrace
         super().__init__(cfg, rank, store, device)
 
     def prepare(self) -> ExperiencePush:
@@ -64,12 +63,12 @@ class ExperienceWorker(Worker):
         if reply.error is not None:
             raise RuntimeError(f"the server rejected this worker's observations: {reply.error}")
         self._acted_versions.append(reply.version)
-        if self._keep_log_probs:
+        if self.cfg.algo.vtrace:
             self._log_probs.append(reply.log_probs.to(self.device))
         return reply.actions.to(self.device)
 
     def _record_actions(self, dist_inputs: torch.Tensor, actions: torch.Tensor) -> None:
-        if self._keep_log_probs:
+        if self.cfg.algo.vtrace:
             self._log_probs.append(self.model.distribution(dist_inputs).log_prob(actions).float())
 
     def _bootstrap_value(self) -> torch.Tensor:

@@ -74,7 +74,7 @@ def test_a_data_worker_sends_its_policys_log_probabilities_only_for_vtrace():
 @pytest.mark.parametrize("vtrace", [True, False])
 def test_a_central_worker_keeps_the_predictors_log_probabilities_for_vtrace(vtrace):
     server, worker = _server_and_push("central")
-    worker.cfg.algo.vtrace = worker._keep_log_probs = vtrace
+    worker.cfg.algo.vtrace = vtrace
     e = worker.prepare().experience
     if not vtrace:
         assert e.behaviour_log_probs is None
